@@ -238,7 +238,9 @@ def get_template(layout: str, tokenizer: Any = None) -> Template:
 def resolve_labels(labels: Sequence[str] | Mapping[str, str] | str) -> list[tuple[str, str]]:
     """(label, what to ask) pairs: a list asks by type name, a dict by definition."""
     if isinstance(labels, str):
-        raise TypeError("labels must be a list of entity type names or a {label: definition} dict, not a string")
+        raise TypeError(
+            "labels must be a list of entity type names or a {label: definition} dict, not a string"
+        )
     if isinstance(labels, Mapping):
         pairs = [(str(k), str(v) if v else str(k)) for k, v in labels.items()]
     elif isinstance(labels, Sequence) or hasattr(labels, "__iter__"):

