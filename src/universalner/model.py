@@ -1,0 +1,204 @@
+"""``UniversalNER``: ask a student model for any entity types and get offsets back.
+
+The model object owns the conversation template, windowing of long texts and the mapping from
+answered strings to offsets; an engine (``engines/``) only turns prompts into answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import chunking
+from .engines import engine_class
+from .engines.base import Engine, Generation, Request
+from .entity import Entity
+from .loading import read_template_record
+from .prompts import LAYOUTS, Template, get_template, parse_answer, resolve_labels
+from .scoring import mention_scores
+from .spans import SpanStats, locate
+
+Labels = Sequence[str] | Mapping[str, str]
+
+
+@dataclass
+class Prediction:
+    """Everything known about one text: entities, and each label's raw model answer.
+
+    For a text that spans several windows, ``raw[label]`` holds the windows' answers joined by newlines.
+    """
+
+    text: str
+    entities: list[Entity]
+    raw: dict[str, str] = field(default_factory=dict)
+    dropped: int = 0
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a list of strings, not {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a string, not {type(t).__name__}")
+    return texts
+
+
+class UniversalNER:
+    """A student model plus the UniversalNER conversation around it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        template: str | Template = "auto",
+        max_new_tokens: int = 256,
+        max_passage_tokens: int = 400,
+        window_overlap: int = 32,
+        record: Mapping[str, Any] | None = None,
+    ):
+        self.engine = engine
+        self.record = dict(record or {})
+        if isinstance(template, Template):
+            self.template = template
+        else:
+            self.template = get_template(self._layout(template), engine.tokenizer)
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_passage_tokens = int(max_passage_tokens)
+        self.window_overlap = int(window_overlap)
+        self.stats = SpanStats()
+
+    def _layout(self, template: str) -> str:
+        if template == "auto":
+            if self.record.get("template") in LAYOUTS:
+                return self.record["template"]
+            return "chat" if self.engine.chat_template else "uniner"
+        if template not in LAYOUTS:
+            raise ValueError(f"template must be 'auto' or one of {LAYOUTS}, not {template!r}")
+        return template
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        quantization: str | None = None,
+        device: str | None = "auto",
+        adapter: str | os.PathLike | None = None,
+        template: str = "auto",
+        engine: str = "transformers",
+        max_new_tokens: int = 256,
+        max_passage_tokens: int = 400,
+        **engine_kwargs: Any,
+    ) -> UniversalNER:
+        """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder or a ``.gguf`` file.
+
+        ``quantization``: None, "4bit" (bitsandbytes nf4, double quantisation) or "8bit".
+        ``template="auto"`` uses the layout recorded by ``universalner.tune`` next to the weights,
+        else the UniNER layout for models without a chat template, else the chat layout.
+        """
+        cls_ = engine_class(engine)
+        eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
+        record: dict[str, Any] = {}
+        for folder in getattr(eng, "record_dirs", []):
+            record = read_template_record(folder)
+            if record:
+                break
+        return cls(eng, template, max_new_tokens, max_passage_tokens, record=record)
+
+    # ------------------------------------------------------------------ prompts
+    def prompt(self, text: str, label: str, dataset: str | None = None) -> str:
+        """The exact prompt the model sees for one question about ``text``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        return self.template.prompt(text, label, dataset)
+
+    # ------------------------------------------------------------------ extraction
+    def extract(
+        self, text: str, labels: Labels, dataset: str | None = None, threshold: float = 0.0
+    ) -> list[Entity]:
+        """Entities of the given types in ``text``, sorted by offset."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        return self.predict([text], labels, dataset=dataset, threshold=threshold)[0].entities
+
+    def extract_batch(
+        self,
+        texts: Sequence[str],
+        labels: Labels,
+        batch_size: int = 8,
+        dataset: str | None = None,
+        threshold: float = 0.0,
+    ) -> list[list[Entity]]:
+        """``extract`` for many texts; ``batch_size`` passages go to the engine together."""
+        return [p.entities for p in self.predict(texts, labels, dataset, batch_size, threshold)]
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        labels: Labels,
+        dataset: str | None = None,
+        batch_size: int = 8,
+        threshold: float = 0.0,
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """Entities and raw answers for each text (what ``evaluate`` needs)."""
+        texts = _check_texts(texts)
+        pairs = resolve_labels(labels)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        # one work item per (text, window); windows of the same text share nothing but offsets
+        items: list[tuple[int, int, str]] = []
+        for ti, text in enumerate(texts):
+            if not text.strip():
+                continue
+            for start, end in self._windows(text):
+                items.append((ti, start, text[start:end]))
+        preds = [Prediction(t, []) for t in texts]
+        found: list[list[Entity]] = [[] for _ in texts]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), desc="passages", unit="passage")
+        for b in range(0, len(items), batch_size):
+            batch = items[b : b + batch_size]
+            requests = [
+                Request(self.template.prompt(chunk, asked, dataset), chunk, group=gi)
+                for gi, (_, _, chunk) in enumerate(batch)
+                for _, asked in pairs
+            ]
+            gens = self.engine.generate(requests, max_new_tokens=self.max_new_tokens, **self._gen_options())
+            for gi, (ti, start, chunk) in enumerate(batch):
+                for li, (label, _) in enumerate(pairs):
+                    gen = gens[gi * len(pairs) + li]
+                    found[ti].extend(self._entities(gen, chunk, label, start, preds[ti]))
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        for ti, p in enumerate(preds):
+            p.entities = [e for e in chunking.merge(found[ti]) if e.score >= threshold]
+        return preds
+
+    def _gen_options(self) -> dict[str, Any]:
+        return {}
+
+    def _windows(self, text: str) -> list[tuple[int, int]]:
+        return chunking.windows(text, self.engine.token_offsets, self.max_passage_tokens, self.window_overlap)
+
+    def _entities(
+        self, gen: Generation, chunk: str, label: str, offset: int, pred: Prediction
+    ) -> list[Entity]:
+        prev = pred.raw.get(label)
+        pred.raw[label] = gen.text if prev is None else prev + "\n" + gen.text
+        stats = SpanStats()
+        ents = locate(chunk, label, parse_answer(gen.text), mention_scores(gen), offset, stats)
+        pred.dropped += stats.dropped
+        self.stats.add(stats)
+        return ents
+
+    def __repr__(self) -> str:
+        return f"UniversalNER(engine={self.engine.name!r}, template={self.template.layout!r})"
