@@ -35,3 +35,11 @@ def test_model_dir(test_gguf) -> Path:
     from universalner.loading import gguf_to_folder
 
     return gguf_to_folder(test_gguf, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ner(test_model_dir):
+    """One full-precision UniversalNER on the test model, shared by the whole session."""
+    from universalner import UniversalNER
+
+    return UniversalNER.from_pretrained(test_model_dir, device="cpu")

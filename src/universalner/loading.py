@@ -117,6 +117,31 @@ def offline_hint(model_id: str, error: Exception) -> ModelNotFoundError:
     )
 
 
+def check_hub_reachable(model_id: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not minutes of retries, when a hub id is neither cached nor reachable."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return  # transformers answers from the cache at once, or fails fast itself
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - an odd cache layout just means: ask the network
+        pass
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = (
+        endpoint.hostname or "huggingface.co",
+        endpoint.port or (443 if endpoint.scheme == "https" else 80),
+    )
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise offline_hint(model_id, e) from e
+
+
 def read_template_record(folder: Path | str) -> dict[str, Any]:
     """What `universalner.tune` recorded about how a student was trained ({} if nothing)."""
     f = Path(folder) / TEMPLATE_RECORD

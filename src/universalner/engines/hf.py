@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..loading import offline_hint, resolve_model
+from ..loading import check_hub_reachable, offline_hint, resolve_model
 from .base import Engine, Generation, Request
 
 QUANTIZATIONS = (None, "4bit", "8bit")
@@ -84,6 +84,8 @@ def load_model_and_tokenizer(
         location = resolve_model(base)
     if isinstance(location, Path):
         record_dirs.append(location)
+    else:
+        check_hub_reachable(location)
     qconf = quantization_config(quantization, device)
     if dtype is None:
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -1,0 +1,152 @@
+"""``python -m universalner``: extract entities from a sentence or a file.
+
+One JSON object per passage: ``{"text": ..., "entities": [{"text","label","start","end","score"}]}``.
+With ``--output``, passages already written by an earlier run are skipped, so an interrupted
+run over a large file resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """A problem with the user's input file, naming the file and line."""
+
+
+def parse_labels(spec: str) -> list[str] | dict[str, str]:
+    """``person,location`` or a JSON file holding a list of names or a {label: definition} dict."""
+    path = Path(spec)
+    if spec.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise InputError(f"--labels: no such file {spec}")
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"--labels: {spec} is not valid JSON ({e})") from e
+        if isinstance(value, (list, dict)):
+            return value
+        raise InputError(f"--labels: {spec} must hold a JSON list of names or an object of definitions")
+    labels = [x.strip() for x in spec.split(",") if x.strip()]
+    if not labels:
+        raise InputError("--labels: give at least one entity type, e.g. --labels person,location")
+    return labels
+
+
+def read_passages(path: Path, field: str = "text") -> Iterator[str]:
+    """Plain text (one passage per line) or JSON lines with a ``field`` (by extension or content)."""
+    if not path.is_file():
+        raise InputError(f"--input: no such file {path}")
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if jsonl or (n == 1 and line.lstrip().startswith("{")):
+                jsonl = True
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+                if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                    raise InputError(f"{path}:{n}: expected an object with a string field {field!r}")
+                yield record[field]
+            else:
+                yield line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m universalner",
+        description="Open-type named entity recognition with a UniversalNER student model.",
+    )
+    p.add_argument("text", nargs="*", help="text to analyse (or use --input)")
+    p.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
+    p.add_argument("--labels", required=True, help="comma-separated types, or a JSON file (list or dict)")
+    p.add_argument("--input", type=Path, help="plain text (one passage per line) or .jsonl with a text field")
+    p.add_argument("--text-field", default="text", help="field of --input JSON lines (default: text)")
+    p.add_argument("--output", type=Path, help="write JSON lines here (resumes) instead of stdout")
+    p.add_argument("--adapter", help="LoRA adapter folder made by universalner.tune")
+    p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--engine", default="transformers")
+    p.add_argument("--template", default="auto", choices=["auto", "uniner", "chat"])
+    p.add_argument("--dataset", default=None, help="data set name for dataset-specific students")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (InputError, FileNotFoundError, TypeError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    labels = parse_labels(args.labels)
+    if args.text and args.input:
+        raise InputError("give text arguments or --input, not both")
+    if not args.text and not args.input:
+        raise InputError("nothing to analyse: give a text argument or --input FILE")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    passages = [" ".join(args.text)] if args.text else list(read_passages(args.input, args.text_field))
+
+    done = 0
+    if args.output and args.output.is_file():
+        with args.output.open(encoding="utf-8") as f:
+            done = sum(1 for line in f if line.strip())
+        if done > len(passages):
+            raise InputError(f"{args.output} holds {done} results but the input has {len(passages)} passages")
+
+    from .model import UniversalNER
+
+    ner = UniversalNER.from_pretrained(
+        args.model,
+        quantization=args.quantization,
+        device=args.device,
+        adapter=args.adapter,
+        template=args.template,
+        engine=args.engine,
+        max_new_tokens=args.max_new_tokens,
+    )
+    out = args.output.open("a", encoding="utf-8") if args.output else sys.stdout
+    bar = None
+    if args.input:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(passages), initial=done, desc="passages", unit="passage")
+    try:
+        for b in range(done, len(passages), args.batch_size):
+            batch = passages[b : b + args.batch_size]
+            results = ner.extract_batch(
+                batch, labels, batch_size=args.batch_size, dataset=args.dataset, threshold=args.threshold
+            )
+            for text, ents in zip(batch, results, strict=True):
+                out.write(
+                    json.dumps({"text": text, "entities": [e.to_dict() for e in ents]}, ensure_ascii=False)
+                )
+                out.write("\n")
+            out.flush()
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
