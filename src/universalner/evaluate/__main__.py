@@ -1,0 +1,167 @@
+"""python -m universalner.evaluate {run,score,convert}: the benchmark, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .loaders import DataFormatError
+
+USAGE = """examples:
+  python -m universalner.evaluate run --model M --data CrossNER_AI=crossner/ai/test.txt --output runs/
+  python -m universalner.evaluate score --gold gold.json --predictions outputs.jsonl
+  python -m universalner.evaluate convert --input crossner/ai/test.txt --name CrossNER_AI --output ai.json
+"""
+
+
+def _data_arg(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
+    return name, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m universalner.evaluate",
+        description="Benchmark UniversalNER students: the official UniNER metric and strict span F1.",
+        epilog=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a model on data sets, store its answers, score them")
+    r.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
+    r.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        type=_data_arg,
+        metavar="NAME=PATH",
+        help="CoNLL/BIO file or reference JSON; NAME picks the label map (e.g. CrossNER_AI)",
+    )
+    r.add_argument("--output", required=True, help="folder for answers, metrics.json and report.md")
+    r.add_argument("--labels-map", help="JSON {tag: label|null} or {NAME: {tag: label|null}}")
+    r.add_argument("--limit", type=int, help="only the first N sentences of each set")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--quantization", choices=["4bit", "8bit"])
+    r.add_argument("--device", default="auto")
+    r.add_argument("--adapter", help="a LoRA adapter folder")
+    r.add_argument("--template", default="auto", choices=["auto", "uniner", "chat"])
+    r.add_argument("--engine", default="transformers")
+    r.add_argument(
+        "--dataset-prompt",
+        action="store_true",
+        help="ask 'Dataset: NAME \\n Text: ...' (supervised -type-sup/-all students)",
+    )
+    r.add_argument("--tag-column", default="auto", choices=["auto", "first", "last"])
+    r.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("score", help="official metric of stored answers against reference-format gold")
+    s.add_argument("--gold", required=True, help="reference-format JSON (e.g. from `convert` or `run`)")
+    s.add_argument("--predictions", required=True, help='JSON lines {"id": ..., "output": raw answer}')
+    s.add_argument("--allow-missing", action="store_true", help="score records without an answer as []")
+
+    c = sub.add_parser("convert", help="BIO file -> the reference's JSON, every type asked per sentence")
+    c.add_argument("--input", required=True)
+    c.add_argument("--name", required=True, help="data set name (picks the label map; ids NAME_k)")
+    c.add_argument("--output", required=True)
+    c.add_argument("--labels-map")
+    c.add_argument("--tag-column", default="auto", choices=["auto", "first", "last"])
+    c.add_argument(
+        "--conversation",
+        action="store_true",
+        help="one multi-turn training conversation per sentence instead of one record per type",
+    )
+    c.add_argument("--dataset-specific", action="store_true", help="first turn 'Dataset: NAME \\n Text: ...'")
+    c.add_argument("--seed", type=int, default=0, help="question order shuffle for --conversation")
+    return p
+
+
+def _load(name: str, path: str, labels_map: str | None, tag_column: str):
+    from .dataset import load_eval_set
+    from .labels import read_label_maps
+
+    override = read_label_maps(labels_map) if labels_map else None
+    return load_eval_set(path, name, override, tag_column)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .runner import ModelSpec, run_benchmark
+
+    if a.limit is not None and a.limit < 1:
+        raise ValueError("--limit must be at least 1")
+    names = [n for n, _ in a.data]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--data names must be distinct: {names}")
+    sets = [_load(n, p, a.labels_map, a.tag_column).head(a.limit) for n, p in a.data]
+    spec = ModelSpec(a.model, a.quantization, a.device, a.adapter, a.template, a.engine)
+    run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress)
+    print((Path(a.output) / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .scoring import score_files
+
+    scores, n = score_files(a.gold, a.predictions, a.allow_missing)
+    print("| type | P | R | F1 | gold | predicted | correct |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, sc in scores.per_type.items():
+        print(
+            f"| {label} | {100 * sc.precision:.1f} | {100 * sc.recall:.1f} | {100 * sc.f1:.1f} "
+            f"| {sc.gold} | {sc.predicted} | {sc.correct} |"
+        )
+    m = scores.micro
+    print(
+        json.dumps(
+            {
+                "precision": m.precision,
+                "recall": m.recall,
+                "f1": m.f1,
+                "n_records": n,
+                "correct": m.correct,
+                "predicted": m.predicted,
+                "gold": m.gold,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from .conversations import records_to_reference, sentences_to_conversations
+
+    ds = _load(a.name, a.input, a.labels_map, a.tag_column)
+    if a.conversation:
+        data = sentences_to_conversations(
+            ds.sentences, a.name, {x: x for x in ds.labels}, a.dataset_specific, a.seed
+        )
+    else:
+        data = records_to_reference(ds.records, ds.sentences, a.name if a.dataset_specific else None)
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+    n_ents = sum(len(s.entities) for s in ds.sentences)
+    print(
+        f"{out}: {len(data)} records from {len(ds.sentences)} sentences, {n_ents} mentions; "
+        f"types asked: {', '.join(ds.labels)}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .runner import ResumeMismatch
+
+    try:
+        return {"run": cmd_run, "score": cmd_score, "convert": cmd_convert}[args.command](args)
+    except (DataFormatError, FileNotFoundError, ResumeMismatch, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
