@@ -71,6 +71,8 @@ def load_model_and_tokenizer(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if quantization not in QUANTIZATIONS:  # checked before anything slow happens
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     device = pick_device(device)
     location = resolve_model(model)
     record_dirs: list[Path] = []

@@ -1,0 +1,67 @@
+"""python -m universalner end to end, in a subprocess, on the real test model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "universalner", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_text_and_file_with_resume(test_model_dir, tmp_path):
+    r = cli(
+        "--model",
+        test_model_dir,
+        "--labels",
+        "person,location",
+        "--max-new-tokens",
+        "8",
+        "Obama visited Paris.",
+    )
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.strip().splitlines()
+    obj = json.loads(line)
+    assert obj["text"] == "Obama visited Paris."
+    assert isinstance(obj["entities"], list)
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": f"Sentence {i} about Rome."}) for i in range(3)) + "\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text(
+        json.dumps({"text": "Sentence 0 about Rome.", "entities": []}) + "\n"
+    )  # an earlier run's work
+    r = cli(
+        "--model",
+        test_model_dir,
+        "--labels",
+        "city",
+        "--max-new-tokens",
+        "4",
+        "--input",
+        src,
+        "--output",
+        out,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [row["text"] for row in rows] == [f"Sentence {i} about Rome." for i in range(3)]
+    assert "passages" in r.stderr  # the progress bar
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{not json\n')
+    r = cli("--model", tmp_path, "--labels", "person", "--input", bad)
+    assert r.returncode == 2 and f"{bad}:2" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--model", tmp_path, "--labels", " , ", "x")
+    assert r.returncode == 2 and "--labels" in r.stderr
+    r = cli("--model", tmp_path / "missing.gguf", "--labels", "person", "x")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
