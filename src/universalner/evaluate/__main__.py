@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--adapter", help="a LoRA adapter folder")
     r.add_argument("--template", default="auto", choices=["auto", "uniner", "chat"])
     r.add_argument("--engine", default="transformers")
+    r.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (the reference: 256)")
     r.add_argument(
         "--dataset-prompt",
         action="store_true",
@@ -97,7 +98,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise ValueError(f"--data names must be distinct: {names}")
     sets = [_load(n, p, a.labels_map, a.tag_column).head(a.limit) for n, p in a.data]
-    spec = ModelSpec(a.model, a.quantization, a.device, a.adapter, a.template, a.engine)
+    spec = ModelSpec(
+        a.model, a.quantization, a.device, a.adapter, a.template, a.engine, {"max_new_tokens": a.max_new_tokens}
+    )
     run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress)
     print((Path(a.output) / "report.md").read_text(encoding="utf-8"))
     return 0
