@@ -1,0 +1,30 @@
+"""Conversation-style instruction tuning of a student: ``python -m universalner.tune``.
+
+``data`` reads conversation JSON and supervised NER sets, ``collate`` turns conversations into
+loss-masked token ids, ``train`` runs LoRA / QLoRA / full fine-tuning with checkpoints, and
+``progress`` keeps the loss log, the loss curve and the checkpoint bookkeeping.
+"""
+
+from .collate import Collator, Encoded, Encoder
+from .data import DataError, Example, load_examples, read_conversations
+
+__all__ = [
+    "Collator",
+    "DataError",
+    "Encoded",
+    "Encoder",
+    "Example",
+    "TuneConfig",
+    "TuneResult",
+    "load_examples",
+    "read_conversations",
+    "run",
+]
+
+
+def __getattr__(name: str):  # the training side imports torch/transformers: load it on first use
+    if name in ("TuneConfig", "TuneResult", "run"):
+        from . import train
+
+        return getattr(train, name)
+    raise AttributeError(name)

@@ -1,0 +1,351 @@
+"""Conversation-style instruction tuning: LoRA, QLoRA or full fine-tuning with the HF Trainer.
+
+One run: read and check the data (before the model is loaded, so bad data fails in seconds),
+encode it with the template the student will be asked with, train with checkpoints, then save
+the adapter (lora/qlora) or the model (full), the tokenizer, the template record that tells
+inference which layout to use, the loss log and a loss-curve PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..loading import read_template_record, resolve_model, write_template_record
+from ..prompts import LAYOUTS, get_template
+from .collate import Collator, Encoder
+from .data import DataError, Example, load_examples
+
+METHODS = ("lora", "qlora", "full")
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
+CONFIG_FILE = "tune_config.json"
+# a resumed run must agree with its checkpoints on these; epochs, max_steps, save/log steps may change
+_FIXED_ON_RESUME = (
+    "base_model", "data", "supervised", "labels_map", "method", "template", "max_length", "seed",
+    "batch_size", "grad_accum", "lr", "lora_r", "lora_alpha", "lora_dropout",
+)  # fmt: skip
+
+
+@dataclass
+class TuneConfig:
+    """Everything a run depends on; defaults follow the paper (and common LoRA practice)."""
+
+    base_model: str
+    output: str
+    data: list[str] = field(default_factory=list)
+    supervised: list[tuple[str, str]] = field(default_factory=list)
+    labels_map: str | None = None
+    method: str = "lora"
+    template: str = "auto"
+    epochs: float = 3.0
+    max_steps: int = -1
+    lr: float | None = None  # None: 2e-5 for full (the paper), 2e-4 for LoRA/QLoRA
+    batch_size: int = 4
+    grad_accum: int = 4
+    max_length: int = 1024
+    seed: int = 0
+    warmup_ratio: float = 0.04
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    save_steps: int = 200
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    gradient_checkpointing: bool = False
+    resume: bool = False
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {METHODS}, not {self.method!r}")
+        if self.template not in ("auto", *LAYOUTS):
+            raise ValueError(f"--template must be 'auto' or one of {LAYOUTS}, not {self.template!r}")
+        if not self.data and not self.supervised:
+            raise ValueError("nothing to train on: give --data FILE and/or --supervised NAME=PATH")
+        for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps", "lora_r"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps == 0:
+            raise ValueError("--max-steps must be positive (or left out to train --epochs)")
+        if self.epochs <= 0 and (self.max_steps is None or self.max_steps < 0):
+            raise ValueError("--epochs must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"--lr must be positive, not {self.lr}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
+    def fixed(self) -> dict[str, Any]:
+        d = json.loads(json.dumps(asdict(self)))  # tuples -> lists, as read back from disk
+        d["lr"] = self.learning_rate
+        return {k: d[k] for k in _FIXED_ON_RESUME}
+
+
+@dataclass
+class TuneResult:
+    """Where the student is and what the run did."""
+
+    output: Path
+    global_step: int
+    resumed_from: int | None
+    train_loss: float | None
+    examples: int
+    truncated: int
+    dropped: int
+    loss_png: Path | None
+
+
+def say(msg: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"tune: {msg}", file=sys.stderr, flush=True)
+
+
+def base_reference(base_model: str) -> str:
+    """How the output names its base: an absolute path for local files (GGUF included), else the id."""
+    p = Path(os.path.expanduser(base_model))
+    return str(p.resolve()) if p.exists() else base_model
+
+
+def choose_layout(requested: str, tokenizer: Any, location: Any) -> str:
+    """``auto``: the layout recorded with the base (a tuned student), else chat if it has a template."""
+    if requested != "auto":
+        return requested
+    if isinstance(location, Path):
+        recorded = read_template_record(location).get("template")
+        if recorded in LAYOUTS:
+            return recorded
+    return "chat" if getattr(tokenizer, "chat_template", None) else "uniner"
+
+
+# --- the output folder ---------------------------------------------------------------------------
+def prepare_output(cfg: TuneConfig) -> tuple[int, Path] | None:
+    """Check the output folder against ``--resume``; the checkpoint to resume from, if any."""
+    from .progress import last_checkpoint
+
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {out} is a file; give a folder")
+    saved = out / CONFIG_FILE
+    if not cfg.resume:
+        if saved.is_file() or (out.is_dir() and any(out.glob("checkpoint-*"))):
+            raise ValueError(
+                f"--output {out} already holds a training run; pass --resume to continue it "
+                "or choose a new folder"
+            )
+        return None
+    if saved.is_file():
+        try:
+            before = json.loads(saved.read_text())
+        except ValueError:
+            before = {}
+        now = cfg.fixed()
+        changed = [k for k in _FIXED_ON_RESUME if k in before and before[k] != now[k]]
+        if changed:
+            diff = ", ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(
+                f"--resume in {out}: the settings differ from the run being resumed ({diff}); "
+                "use the same settings, or a new --output"
+            )
+    return last_checkpoint(out, remove_partial=True)
+
+
+# --- data ----------------------------------------------------------------------------------------
+def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dict], int, int]:
+    """Training features; (features, conversations truncated, conversations dropped)."""
+    from tqdm.auto import tqdm
+
+    feats, truncated, dropped = [], 0, 0
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    for ex in tqdm(examples, desc="tokenizing", unit="conv", disable=quiet, mininterval=1.0):
+        enc = encoder.encode(ex.conversation)
+        if enc is None:
+            dropped += 1
+            continue
+        truncated += enc.pairs < len(ex.conversation.questions)
+        feats.append({"input_ids": enc.input_ids, "labels": enc.labels})
+    return feats, truncated, dropped
+
+
+# --- the model -----------------------------------------------------------------------------------
+def load_for_training(cfg: TuneConfig, location: Any):
+    """(model ready to train, tokenizer). QLoRA loads the base in 4-bit nf4 (bitsandbytes)."""
+    import torch
+
+    from ..engines.hf import load_model_and_tokenizer
+
+    cuda = torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.method == "qlora":
+        device = f"cuda:{local}" if cuda else "cpu"
+        model, tok, _, _ = load_model_and_tokenizer(location, quantization="4bit", device=device)
+    else:
+        # loaded on the CPU; the Trainer (or accelerate/FSDP) places it. LoRA keeps a bf16 base on GPUs,
+        # full fine-tuning keeps fp32 master weights and trains in bf16 autocast.
+        dtype = "bfloat16" if cuda and cfg.method == "lora" else "float32"
+        model, tok, _, _ = load_model_and_tokenizer(location, device="cpu", dtype=dtype)
+    model.config.use_cache = False
+    if cfg.method == "full":
+        return model, tok
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.enable_input_require_grads()
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",  # attention and MLP projections; never the output head
+    )
+    model = get_peft_model(model, lora)
+    # the adapter names the base the way the user gave it (a .gguf path is converted again on load)
+    model.peft_config["default"].base_model_name_or_path = base_reference(cfg.base_model)
+    return model, tok
+
+
+def training_arguments(cfg: TuneConfig):
+    import torch
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=cfg.output,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
+        weight_decay=0.0,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def _record(cfg: TuneConfig, layout: str, tok: Any) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "template": layout,
+        "eos": tok.eos_token,
+        "method": cfg.method,
+        "base_model": base_reference(cfg.base_model),
+        "max_length": cfg.max_length,
+        "datasets": [name for name, _ in cfg.supervised],
+        "trained_with": f"universalner.tune {__version__}",
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------
+def run(cfg: TuneConfig) -> TuneResult:
+    """Train a student as configured; see the module docstring."""
+    cfg.check()
+    from transformers import AutoTokenizer, Trainer
+
+    from .progress import LOSS_LOG, LOSS_PNG, LossLog, RecordCheckpoints, append_log, plot_loss, trim_log
+
+    out = Path(cfg.output)
+    location = resolve_model(cfg.base_model)
+    if isinstance(location, Path) and (location / "adapter_config.json").is_file():
+        raise ValueError(
+            f"--base-model {cfg.base_model} is a LoRA adapter; give the model it was trained on "
+            "(its adapter_config.json names it), or merge the adapter into it first"
+        )
+    resume_from = prepare_output(cfg)
+
+    # data first: a bad file fails before minutes of model loading
+    tok = AutoTokenizer.from_pretrained(str(location))
+    layout = choose_layout(cfg.template, tok, location)
+    template = get_template(layout, tok)
+    t0 = time.time()
+    examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
+    if not examples:
+        raise DataError("the training data holds no conversation with a question")
+    encoder = Encoder(tok, template, cfg.max_length)
+    feats, truncated, dropped = encode_examples(examples, encoder)
+    if not feats:
+        raise DataError(
+            f"no conversation fits in --max-length {cfg.max_length} tokens with even one question; "
+            "raise --max-length"
+        )
+    n_tokens = sum(len(f["input_ids"]) for f in feats)
+    n_target = sum(sum(1 for x in f["labels"] if x != -100) for f in feats)
+    say(
+        f"{len(feats)} conversations ({truncated} truncated to whole question/answer pairs, {dropped} "
+        f"too long even for one pair), {n_tokens} tokens, {n_target} with loss; layout {layout!r}; "
+        f"{time.time() - t0:.1f}s"
+    )
+
+    model, tok = load_for_training(cfg, location)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if hasattr(model, "print_trainable_parameters") and int(os.environ.get("RANK", "0")) == 0:
+        model.print_trainable_parameters()
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / LOSS_LOG
+    record = _record(cfg, layout, tok)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.fixed() | asdict(cfg), indent=2, default=str))
+        if resume_from is not None:
+            trim_log(log, resume_from[0])
+            append_log(log, {"event": "resume", "step": resume_from[0], "checkpoint": resume_from[1].name})
+        else:
+            log.unlink(missing_ok=True)
+            append_log(log, {"event": "start", "step": 0, "examples": len(feats)})
+    if resume_from is not None:
+        say(f"resuming from {resume_from[1]} (step {resume_from[0]})")
+    elif cfg.resume:
+        say(f"--resume: no complete checkpoint in {out} yet, starting from the beginning")
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(cfg),
+        train_dataset=feats,
+        data_collator=Collator(tok.pad_token_id),
+        processing_class=tok,
+        callbacks=[LossLog(log), RecordCheckpoints(lambda d: write_template_record(d, **record))],
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from[1]) if resume_from else None)
+
+    trainer.save_model(str(out))  # the adapter for lora/qlora, the whole model for full
+    png = None
+    if trainer.is_world_process_zero():
+        tok.save_pretrained(str(out))
+        write_template_record(out, **record)
+        png = plot_loss(log, out / LOSS_PNG)
+        say(f"saved the {'adapter' if cfg.method != 'full' else 'model'} to {out}")
+    return TuneResult(
+        output=out,
+        global_step=trainer.state.global_step,
+        resumed_from=resume_from[0] if resume_from else None,
+        train_loss=getattr(result, "training_loss", None),
+        examples=len(feats),
+        truncated=truncated,
+        dropped=dropped,
+        loss_png=png,
+    )
