@@ -11,7 +11,11 @@ from .base import Engine, Generation, Request
 
 __all__ = ["Engine", "Generation", "Request", "ENGINES"]
 
-ENGINES = {"transformers": "universalner.engines.hf:HFEngine"}
+ENGINES = {
+    "transformers": "universalner.engines.hf:HFEngine",
+    "llama.cpp": "universalner.engines.llamacpp:LlamaCppEngine",
+    "openai": "universalner.engines.openai:OpenAIEngine",
+}
 
 
 def engine_class(name: str) -> type[Engine]:
