@@ -133,6 +133,7 @@ class Behaviour:
     fail_500: int = 0
     slow_first: float = 0.0  # the first attempt per passage sleeps this long (past the client's timeout)
     refuse_key: bool = False
+    reject_marker: str = ""  # passages containing it get a 400 (as for a prompt over the context length)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Counts:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    disable_nagle_algorithm = True  # as real servers do; else delayed ACKs add 40 ms per answer
     server: _Server
 
     def log_message(self, *args) -> None:  # quiet
@@ -192,20 +194,38 @@ class _Handler(BaseHTTPRequestHandler):
             c.calls[key] += 1
             n = c.calls[key]
         if b.refuse_key:
-            c.status[401] += 1
+            with c.lock:
+                c.status[401] += 1
             self._send(
                 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
             )
             return
+        if b.reject_marker and b.reject_marker in passage:
+            with c.lock:
+                c.status[400] += 1
+            msg = "This model's maximum context length is 4097 tokens."
+            self._send(
+                400,
+                {
+                    "error": {
+                        "message": msg,
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            )
+            return
         if n <= b.fail_429:
-            c.status[429] += 1
+            with c.lock:
+                c.status[429] += 1
             msg = {
                 "error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}
             }
             self._send(429, msg, {"retry-after": "0"})
             return
         if n <= b.fail_429 + b.fail_500:
-            c.status[500] += 1
+            with c.lock:
+                c.status[500] += 1
             self._send(500, {"error": {"message": "The server had an error", "type": "server_error"}})
             return
         delay = b.slow_first if (b.slow_first and n == b.fail_429 + b.fail_500 + 1) else b.latency

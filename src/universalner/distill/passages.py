@@ -24,12 +24,13 @@ class CorpusError(ValueError):
 
 @dataclass
 class Passage:
-    """One unit of teacher work. ``id`` is stable for the same input and settings."""
+    """One unit of teacher work: ``text == document[start:start + len(text)]``; ``id`` is stable."""
 
     id: str
     text: str
     tokens: int
     doc: str
+    start: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +92,9 @@ def make_counter(tokenizer: str | None) -> TokenCounter:
 
 # --- splitting -----------------------------------------------------------------------------------
 _PARAGRAPH = re.compile(r"[^\n]+")
-_SENTENCE_END = re.compile(r"[.!?][\"')\]\u201d\u2019]*(?=\s+[\"'(\[\u201c\u2018A-Z0-9])")
+_SENTENCE_END = re.compile(
+    r"[.!?][\"')\]\u201d\u2019]*(?:\[\d+\]|\[[a-z]\])*(?=\s+[\"'(\[\u201c\u2018A-Z0-9])"
+)
 _WORD = re.compile(r"\S+")
 _ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "no", "inc", "ltd", "co",
@@ -326,7 +329,7 @@ def iter_passages(
     for doc in docs:
         for k, (s, e, n) in enumerate(split_document(doc.text, limit, counter)):
             if n >= min_tokens:
-                yield Passage(f"{doc.id}#{k}", doc.text[s:e], n, doc.id)
+                yield Passage(f"{doc.id}#{k}", doc.text[s:e], n, doc.id, s)
 
 
 def sample_passages(
@@ -395,7 +398,15 @@ def read_passages(path: str | os.PathLike) -> list[Passage]:
                 continue
             try:
                 rec = json.loads(line)
-                out.append(Passage(rec["id"], rec["text"], int(rec.get("tokens", 0)), rec.get("doc", "")))
+                out.append(
+                    Passage(
+                        rec["id"],
+                        rec["text"],
+                        int(rec.get("tokens", 0)),
+                        rec.get("doc", ""),
+                        int(rec.get("start", 0)),
+                    )
+                )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise CorpusError(
                     f"{path}:{lineno}: not a passage record ({type(e).__name__}: {e})"

@@ -163,7 +163,7 @@ def _classify(e: Exception, cfg: TeacherConfig) -> str | None:
         return "timeout"
     if isinstance(e, openai.APIConnectionError):
         return "connection"
-    if isinstance(e, (openai.APIResponseValidationError, ValueError, AttributeError, IndexError, TypeError)):
+    if isinstance(e, (openai.APIResponseValidationError, ValueError, AttributeError, LookupError, TypeError)):
         return "bad response"
     raise e
 
@@ -172,23 +172,27 @@ async def _ask(
     client: Any, p: Passage, key: str, cfg: TeacherConfig, report: TeacherReport, rng: random.Random
 ):
     """One passage: a journal record (answer, or a rejection no retry fixes), or None if retries ran out."""
-    messages = teacher_messages(p.text, cfg.mode)
+    body = {
+        "model": cfg.model,
+        "messages": teacher_messages(p.text, cfg.mode),
+        "temperature": cfg.temperature,
+    }
     extra = {"max_tokens": cfg.max_tokens} if cfg.max_tokens else {}
     head = {"key": key, "id": p.id, "model": cfg.model, "mode": cfg.mode}
     for attempt in range(cfg.max_retries + 1):
         t0 = time.monotonic()
         try:
-            resp = await client.chat.completions.create(
-                model=cfg.model, messages=messages, temperature=cfg.temperature, **extra
-            )
-            choice = resp.choices[0]
-            usage = resp.usage
+            # client.post with a plain body: the typed ``chat.completions.create`` spends ~9 ms of CPU per
+            # call transforming its parameters, which caps a 2-core machine near 100 calls/s.
+            resp = await client.post("/chat/completions", body={**body, **extra}, cast_to=object)
+            choice = resp["choices"][0]
+            usage = resp.get("usage") or {}
             return {
                 **head,
-                "answer": choice.message.content or "",
-                "finish_reason": choice.finish_reason,
-                "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-                "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+                "answer": choice["message"].get("content") or "",
+                "finish_reason": choice.get("finish_reason"),
+                "prompt_tokens": usage.get("prompt_tokens") or 0,
+                "completion_tokens": usage.get("completion_tokens") or 0,
                 "attempts": attempt + 1,
                 "latency_s": round(time.monotonic() - t0, 3),
             }
