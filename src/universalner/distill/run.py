@@ -178,6 +178,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
     """Run (or resume) the whole pipeline; safe to call again after any crash."""
     if cfg.passage_tokens < 1:
         raise ValueError(f"--passage-tokens must be >= 1, not {cfg.passage_tokens}")
+    if cfg.max_passages is not None and cfg.max_passages < 1:
+        raise ValueError(f"--max-passages must be >= 1, not {cfg.max_passages}")
     if cfg.negatives < 0:
         raise ValueError(f"--negatives must be >= 0, not {cfg.negatives}")
     passages, pstats = prepare_passages(cfg, progress)
