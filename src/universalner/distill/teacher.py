@@ -290,7 +290,7 @@ async def _run_all(todo, keys, journal, records, cfg, report, progress, on_recor
                 report.answered += 1
                 state["tokens"] += rec["prompt_tokens"] + rec["completion_tokens"]
             bar.update(1)
-            bar.set_postfix(tokens=state["tokens"], retries=report.retries, refresh=False)
+            bar.set_postfix_str(f"tokens={state['tokens']:,} retries={report.retries}", refresh=False)
             if on_record is not None:
                 on_record(rec)
 
