@@ -310,7 +310,7 @@ def run(cfg: TuneConfig) -> TuneResult:
     record = _record(cfg, layout, tok)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
-        (out / CONFIG_FILE).write_text(json.dumps(cfg.fixed() | asdict(cfg), indent=2, default=str))
+        (out / CONFIG_FILE).write_text(json.dumps(asdict(cfg) | cfg.fixed(), indent=2, default=str))
         if resume_from is not None:
             trim_log(log, resume_from[0])
             append_log(log, {"event": "resume", "step": resume_from[0], "checkpoint": resume_from[1].name})
