@@ -1,7 +1,8 @@
 """The transformers engine: full-precision, bitsandbytes 4-bit/8-bit, and peft adapters.
 
-This module loads the model and runs the plain path: one ``generate`` per question, batched
-with left padding, greedy. It is the reference the faster paths are checked against.
+This module loads the model and runs it by two paths (see ``HFEngine``): ``plain``, one ``generate``
+per question batched with left padding, the reference; and ``fast`` (default), the passage's shared
+prompt prefix computed once and the questions decoded as branches off its KV cache.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex
 from ..loading import check_hub_reachable, offline_hint, resolve_model
 from .base import Engine, Generation, Request
 
@@ -126,16 +129,104 @@ def load_model_and_tokenizer(
     return lm, tokenizer, device, record_dirs
 
 
+PATHS = ("fast", "plain")
+# causal-LM classes whose logits are exactly lm_head(decoder(...)): no scaling, no soft-capping, so the
+# constrained path may compute logits for the allowed tokens only
+_PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "olmo2"}
+
+
+@dataclass
+class EngineStats:
+    """What the model was made to compute (summed over calls; reset with ``engine.stats = EngineStats()``).
+
+    ``prefill_tokens``: prompt tokens run through the model; ``prefill_slots``: the same plus padding,
+    what the matrix products paid for; ``decode_slots``: one per sequence per decoding step, padding
+    rows and finished rows still in the batch included; ``peak_kv_bytes``: the largest KV cache held.
+    """
+
+    prefill_tokens: int = 0
+    prefill_slots: int = 0
+    decode_slots: int = 0
+    forwards: int = 0
+    peak_kv_bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _PlainConstraint:
+    """Constrained decoding inside ``model.generate`` (a logits processor): the plain path's constrained
+    answers, token for token what the fast path decides, used to check it and to time it fairly."""
+
+    def __init__(self, branches: list[Branch], prompt_len: int, max_new_tokens: int, stop: set[int]):
+        self.branches = branches
+        self.prompt_len = prompt_len
+        self.max_new_tokens = max_new_tokens
+        self.stop = stop
+        self.finished = [False] * len(branches)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_len
+        if step > 0:
+            for row, br in enumerate(self.branches):
+                t = int(input_ids[row, -1])
+                if self.finished[row] or t in self.stop:
+                    self.finished[row] = True
+                else:
+                    br.advance(t)
+        out = scores.clone()
+        remaining = self.max_new_tokens - step - 1
+        for row, br in enumerate(self.branches):
+            if self.finished[row]:
+                continue
+            ids = torch.tensor(br.allowed(remaining).ids, device=scores.device)
+            keep = scores[row].index_select(0, ids)
+            out[row].fill_(-math.inf)
+            out[row].index_copy_(0, ids, keep)
+        return out
+
+
 class HFEngine(Engine):
-    """Greedy decoding with transformers; see the module docstring for what each path does."""
+    """Greedy decoding with transformers, by one of two paths (``path=``).
+
+    ``plain``: the reference. One full prompt per question, batched with left padding through
+    ``model.generate``; every question pays for the whole passage, and a batch runs until its longest
+    answer ends. ``fast`` (default): the prompts of a passage are tokenized in full and their longest
+    common token prefix (system text, passage, acknowledgement, the start of the question) is run once;
+    its KV cache is copied to one branch per question, the branches of several passages decode as one
+    batch, and a branch leaves the batch as soon as its answer ends. The token ids are the ones the
+    plain path sees, so unconstrained greedy answers are the same.
+
+    ``constrained=True`` (both paths): answers are JSON lists of strings from the passage
+    (``universalner.constraints``); greedy among the allowed tokens, and each token's log-probability is
+    renormalised over the allowed tokens (a forced token has probability 1), so a mention's score
+    measures the choices the model actually had. The fast path computes logits for the allowed tokens
+    only where the architecture allows it (``_PLAIN_HEAD_TYPES``) and skips the forced end token.
+    """
 
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, device: str = "cpu", max_batch: int = 16):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str = "cpu",
+        max_batch: int = 16,
+        path: str = "fast",
+        lookahead: int = 8,
+    ):
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, not {path!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_batch = max(1, int(max_batch))
+        self.path = path
+        self.lookahead = max(0, int(lookahead))
+        self.stats = EngineStats()
+        self._head: Any = False  # (decoder, lm_head) once looked up; None where logits need the full model
 
     @classmethod
     def load(cls, model, quantization=None, device="auto", adapter=None, dtype=None, **kw) -> HFEngine:
@@ -144,7 +235,6 @@ class HFEngine(Engine):
         engine.record_dirs = records
         return engine
 
-    # ------------------------------------------------------------------ the plain path
     def stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -154,20 +244,36 @@ class HFEngine(Engine):
             ids.update(gen_eos)
         return sorted(i for i in ids if i is not None)
 
+    def token_index(self) -> TokenIndex:
+        """The constrained-decoding index of this tokenizer (built once, cached)."""
+        return TokenIndex.for_hf_tokenizer(self.tokenizer, self.stop_ids())
+
     def generate(
         self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
     ) -> list[Generation]:
-        if constrained:
-            raise NotImplementedError("constrained decoding is not available in the plain path")
+        requests = list(requests)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        for i, r in enumerate(requests):
+            if not isinstance(r, Request):
+                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
+        if not requests:
+            return []
+        if self.path == "fast" and self._fast_supported():
+            return self._generate_fast(requests, max_new_tokens, constrained)
         out: list[Generation] = []
         for i in range(0, len(requests), self.max_batch):
-            out.extend(
-                self._generate_plain([r.prompt for r in requests[i : i + self.max_batch]], max_new_tokens)
-            )
+            part = requests[i : i + self.max_batch]
+            passages = [r.passage for r in part] if constrained else None
+            out.extend(self._generate_plain([r.prompt for r in part], max_new_tokens, passages))
         return out
 
-    def _generate_plain(self, prompts: list[str], max_new_tokens: int) -> list[Generation]:
+    # ------------------------------------------------------------------ the plain path
+    def _generate_plain(
+        self, prompts: list[str], max_new_tokens: int, passages: list[str] | None = None
+    ) -> list[Generation]:
         import torch
+        from transformers import LogitsProcessorList
 
         tok = self.tokenizer
         side = tok.padding_side
@@ -177,6 +283,14 @@ class HFEngine(Engine):
         finally:
             tok.padding_side = side
         stop = self.stop_ids()
+        extra: dict[str, Any] = {}
+        branches = None
+        if passages is not None:
+            index = self.token_index()
+            grammars: dict[str, PassageGrammar] = {}
+            branches = [grammars.setdefault(p, PassageGrammar(index, p)).branch() for p in passages]
+            proc = _PlainConstraint(branches, enc["input_ids"].shape[1], max_new_tokens, set(stop))
+            extra["logits_processor"] = LogitsProcessorList([proc])
         with torch.inference_mode():
             res = self.model.generate(
                 **enc,
@@ -186,12 +300,19 @@ class HFEngine(Engine):
                 pad_token_id=tok.pad_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,
+                **extra,
             )
         new = res.sequences[:, enc["input_ids"].shape[1] :]
         logprobs = torch.stack([torch.log_softmax(s.float(), -1) for s in res.scores], 1)
         chosen = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
         gens = []
         lengths = enc["attention_mask"].sum(1).tolist()
+        b, width = enc["input_ids"].shape
+        self.stats.prefill_tokens += int(sum(lengths))
+        self.stats.prefill_slots += b * width
+        self.stats.decode_slots += b * max(0, new.shape[1] - 1)
+        self.stats.forwards += new.shape[1]
+        self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, b * (width + new.shape[1]) * self._kv_slot())
         for row in range(new.shape[0]):
             ids: list[int] = []
             lps: list[float] = []
@@ -200,7 +321,10 @@ class HFEngine(Engine):
                     break
                 ids.append(tid)
                 lps.append(float(chosen[row, t]))
-            gens.append(self.detokenize(ids, lps, prompt_tokens=int(lengths[row])))
+            if branches is None:
+                gens.append(self.detokenize(ids, lps, prompt_tokens=int(lengths[row])))
+            else:
+                gens.append(self.from_bytes(ids, lps, prompt_tokens=int(lengths[row])))
         return gens
 
     def detokenize(self, ids: list[int], logprobs: list[float], prompt_tokens: int = 0) -> Generation:
@@ -214,3 +338,428 @@ class HFEngine(Engine):
             spans.append((len(prev), len(cur), lp))
             prev = cur
         return Generation(prev, spans, prompt_tokens)
+
+    def from_bytes(self, ids: list[int], logprobs: list[float], prompt_tokens: int = 0) -> Generation:
+        """A constrained answer spelled from its tokens' bytes: exactly the passage's characters (a
+        tokenizer's ``decode`` may tidy spaces, e.g. ``McDonald 's`` -> ``McDonald's``)."""
+        pieces = self.token_index().pieces
+        buf = b""
+        prev = 0
+        spans = []
+        for tid, lp in zip(ids, logprobs, strict=True):
+            buf += pieces[tid] or b""
+            cur = len(buf.decode("utf-8", errors="ignore"))
+            spans.append((prev, cur, lp if math.isfinite(lp) else -1e4))
+            prev = cur
+        return Generation(buf.decode("utf-8", errors="replace"), spans, prompt_tokens)
+
+    # ------------------------------------------------------------------ the fast path
+    def _generate_fast(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool
+    ) -> list[Generation]:
+        import torch
+
+        enc, regions = self._encode_with_passages(requests)
+        for i, ids in enumerate(enc):
+            if not ids:
+                raise ValueError(f"requests[{i}] has an empty prompt")
+        members: dict[Any, list[int]] = {}
+        for i, r in enumerate(requests):
+            members.setdefault(r.group, []).append(i)
+        # a unit: the requests of one group and the length of their shared token prefix (at least one
+        # token of every prompt is left for its branch, whose last position gives the first answer token)
+        units = [
+            (idx, min(_common_prefix([enc[i] for i in idx]), min(len(enc[i]) for i in idx) - 1))
+            for idx in members.values()
+        ]
+        chunks: list[list[tuple[int, int]]] = [[]]
+        for u, (idx, _) in enumerate(units):
+            for i in idx:
+                if len(chunks[-1]) == self.max_batch:
+                    chunks.append([])
+                chunks[-1].append((u, i))
+        last_use = {u: c for c, chunk in enumerate(chunks) for u, _ in chunk}
+        grammars: dict[str, PassageGrammar] = {}
+        if constrained:
+            index = self.token_index()
+            for r in requests:
+                if r.passage not in grammars:
+                    grammars[r.passage] = PassageGrammar(index, r.passage)
+        out: list[Generation | None] = [None] * len(requests)
+        prefix_kv: dict[int, list[tuple[Any, Any]]] = {}
+        with torch.inference_mode():
+            for c, chunk in enumerate(chunks):
+                for u, _ in chunk:
+                    if u not in prefix_kv:
+                        prefix_kv[u] = self._prefill_prefix(enc[units[u][0][0]][: units[u][1]])
+                branches = [grammars[requests[i].passage].branch() for _, i in chunk] if constrained else None
+                gens = self._decode_chunk(chunk, enc, units, prefix_kv, max_new_tokens, branches, regions)
+                for (_, i), g in zip(chunk, gens, strict=True):
+                    out[i] = g
+                for u in {u for u, _ in chunk}:
+                    if last_use[u] == c:
+                        del prefix_kv[u]
+        return out  # type: ignore[return-value]
+
+    def _fast_supported(self) -> bool:
+        """The fast path copies plain per-layer KV tensors; models whose cache is anything else (sliding
+        windows, linear attention, ...) take the plain path."""
+        if not hasattr(self, "_fast_ok"):
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            try:
+                layers = DynamicCache(config=self.model.config).layers
+            except Exception:  # noqa: BLE001 - an exotic config: the plain path works for every model
+                layers = None
+            self._fast_ok = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return self._fast_ok
+
+    def _encode_with_passages(self, requests: list[Request]) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """Each prompt's token ids (exactly as the plain path tokenizes it) and the token range its
+        passage occupies (the whole prompt where the tokenizer gives no offsets)."""
+        prompts = [r.prompt for r in requests]
+        tok = self.tokenizer
+        if not getattr(tok, "is_fast", False):
+            enc = tok(prompts, add_special_tokens=False)["input_ids"]
+            return enc, [(0, len(e)) for e in enc]
+        got = tok(prompts, add_special_tokens=False, return_offsets_mapping=True)
+        regions = []
+        for r, ids, offs in zip(requests, got["input_ids"], got["offset_mapping"], strict=True):
+            start = r.prompt.rfind(r.passage) if r.passage else -1
+            if start < 0:
+                regions.append((0, len(ids)))
+                continue
+            end = start + len(r.passage)
+            inside = [k for k, (a, b) in enumerate(offs) if a >= start and b <= end and b > a]
+            regions.append((inside[0], inside[-1] + 1) if inside else (0, len(ids)))
+        return got["input_ids"], regions
+
+    def _split_head(self):
+        """(decoder, lm_head) for architectures whose logits are lm_head(decoder output), else None."""
+        if self._head is False:
+            import torch
+
+            self._head = None
+            inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+            body = getattr(inner, getattr(inner, "base_model_prefix", ""), None)
+            mtype = getattr(getattr(inner, "config", None), "model_type", None)
+            if (
+                type(head) is torch.nn.Linear
+                and body is not None
+                and body is not inner
+                and mtype in _PLAIN_HEAD_TYPES
+            ):
+                self._head = (body, head)
+        return self._head
+
+    def _forward(self, ids, attn, pos, cache, hidden: bool, keep: int = 1):
+        """Run the model; float32 logits of the last ``keep`` positions ([rows, keep, vocab]), or their
+        hidden states when ``hidden`` (the constrained path computes allowed logits itself)."""
+        import torch
+
+        self.stats.forwards += 1
+        if hidden:
+            body, _ = self._split_head()
+            res = body(
+                input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True
+            )
+            return res.last_hidden_state[:, -keep:]
+        res = self.model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
+        return res.logits[:, -keep:, :].to(dtype=torch.float32)
+
+    def _prefill_prefix(self, ids: list[int]) -> list[tuple[Any, Any]]:
+        """The KV cache of one shared prefix, as (keys, values) per layer, batch 1."""
+        import torch
+
+        if not ids:
+            return []
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        x = torch.tensor([ids], device=self.device)
+        self._forward(x, torch.ones_like(x), None, cache, hidden=self._split_head() is not None)
+        self.stats.prefill_tokens += len(ids)
+        self.stats.prefill_slots += len(ids)
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _kv_slot(self) -> int:
+        """Bytes of KV cache per token per sequence."""
+        cfg = self.model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        size = next(self.model.parameters()).element_size()
+        return 2 * cfg.num_hidden_layers * heads * dim * max(size, 2)
+
+    def _branch_cache(self, chunk, units, prefix_kv, width: int):
+        """One cache row per branch: its group's prefix, right-aligned at ``width`` (zeros before it)."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        if width == 0:
+            return cache
+        rows: dict[int, list[int]] = {}
+        for b, (u, _) in enumerate(chunk):
+            rows.setdefault(u, []).append(b)
+        filled = [prefix_kv[u] for u in rows if prefix_kv[u]]
+        for layer_idx in range(len(filled[0])):
+            k0, v0 = filled[0][layer_idx]
+            shape = (len(chunk), k0.shape[1], width, k0.shape[3])
+            k = torch.zeros(shape, dtype=k0.dtype, device=k0.device)
+            v = torch.zeros((*shape[:3], v0.shape[3]), dtype=v0.dtype, device=v0.device)
+            for u, bs in rows.items():
+                n = units[u][1]
+                if n:
+                    pk, pv = prefix_kv[u][layer_idx]
+                    k[bs, :, width - n :] = pk
+                    v[bs, :, width - n :] = pv
+            cache.layers[layer_idx].update(k, v)
+        return cache
+
+    def _decode_chunk(
+        self, chunk, enc, units, prefix_kv, max_new_tokens: int, branches, regions
+    ) -> list[Generation]:
+        """Prefill the branches' suffixes off the shared prefixes, then decode greedily.
+
+        Each step feeds every live branch its pending token plus up to ``lookahead`` draft tokens copied
+        from its prompt where the answer so far repeats a stretch of it (answers are copied from the
+        passage). One forward scores the whole draft; the branch keeps the draft tokens that greedy
+        decoding would have chosen anyway, and the positions of rejected ones are masked out, so the
+        result is exactly token-by-token greedy. A branch whose answer ended leaves the batch.
+        """
+        import torch
+
+        dev = self.device
+        constrained = branches is not None
+        hidden = constrained and self._split_head() is not None
+        stop = set(self.stop_ids())
+        if constrained:
+            stop.update(branches[0].grammar.end_ids)
+        plens = [units[u][1] for u, _ in chunk]
+        width = max(plens)
+        sufs = [enc[i][n:] for (_, i), n in zip(chunk, plens, strict=True)]
+        s_max = max(len(s) for s in sufs)
+        nb = len(chunk)
+        ids = torch.full((nb, s_max), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((nb, width + s_max), dtype=torch.long)
+        pos = torch.zeros((nb, s_max), dtype=torch.long)
+        for b, (s, n) in enumerate(zip(sufs, plens, strict=True)):
+            ids[b, s_max - len(s) :] = torch.tensor(s)
+            attn[b, width - n : width] = 1
+            attn[b, width + s_max - len(s) :] = 1
+            pos[b, s_max - len(s) :] = torch.arange(n, n + len(s))
+        ids, attn, pos = ids.to(dev), attn.to(dev), pos.to(dev)
+        cache = self._branch_cache(chunk, units, prefix_kv, width)
+        out = self._forward(ids, attn, pos, cache, hidden)
+        self.stats.prefill_tokens += sum(len(s) for s in sufs)
+        self.stats.prefill_slots += nb * s_max
+        slot = self._kv_slot()
+        self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, nb * attn.shape[1] * slot)
+        lookups = [
+            _NgramLookup(enc[i], *regions[i], self.lookahead) if self.lookahead else None for _, i in chunk
+        ]
+        rows = list(range(nb))  # batch row -> branch
+        drafts: list[list[int]] = [[] for _ in range(nb)]  # what was fed after each row's pending token
+        last = pos[:, -1].clone()  # position id of each row's last valid token
+        got_ids: list[list[int]] = [[] for _ in range(nb)]
+        got_lps: list[list[float]] = [[] for _ in range(nb)]
+        block_fed = False  # False right after the prefill: no pending token has been fed yet
+        while True:
+            lse = None if hidden else torch.logsumexp(out, -1)
+            top = None if hidden else out.argmax(-1).tolist()
+            live, accepted = [], []
+            for r, b in enumerate(rows):
+                j, alive = 0, True
+                while True:  # choose from position j; continue while the draft guessed right
+                    if len(got_ids[b]) >= max_new_tokens:
+                        alive = False
+                        break
+                    if hidden or constrained:
+                        remaining = max_new_tokens - len(got_ids[b]) - 1
+                        t, lp = self._choose_allowed(out[r, j], branches[b], remaining, hidden)
+                    else:
+                        t = top[r][j]
+                        lp = float(out[r, j, t] - lse[r, j])
+                    if t in stop:
+                        alive = False
+                        break
+                    got_ids[b].append(t)
+                    got_lps[b].append(lp)
+                    if constrained:
+                        branches[b].advance(t)
+                        if branches[b].complete:  # only the end token can follow: no need to compute it
+                            alive = False
+                            break
+                    if j < len(drafts[r]) and drafts[r][j] == t:
+                        j += 1
+                        continue
+                    break
+                accepted.append(j)
+                if lookups[b] is not None:
+                    lookups[b].update(len(drafts[r]), j)
+                if alive and len(got_ids[b]) < max_new_tokens:
+                    live.append(r)
+            # mask the rejected draft positions; they stay in the cache but are never attended to
+            if block_fed:
+                fed = [1 + len(d) for d in drafts]
+                base = attn.shape[1] - max(fed)
+                for r, a in enumerate(accepted):
+                    if a + 1 < fed[r]:
+                        attn[r, base + 1 + a : base + fed[r]] = 0
+                last = last + 1 + torch.tensor(accepted, device=dev)
+            if not live:
+                break
+            if len(live) < len(rows):
+                sel = torch.tensor(live, device=dev)
+                cache.batch_select_indices(sel)
+                attn, last = attn[sel], last[sel]
+                rows = [rows[r] for r in live]
+            drafts = [
+                self._draft(
+                    lookups[b],
+                    got_ids[b],
+                    branches[b] if constrained else None,
+                    max_new_tokens - len(got_ids[b]),
+                    stop,
+                )
+                for b in rows
+            ]
+            w = 1 + max(len(d) for d in drafts)
+            x = torch.full((len(rows), w), self.tokenizer.pad_token_id, dtype=torch.long)
+            block = torch.zeros((len(rows), w), dtype=torch.long)
+            for r, b in enumerate(rows):
+                seq = [got_ids[b][-1], *drafts[r]]
+                x[r, : len(seq)] = torch.tensor(seq)
+                block[r, : len(seq)] = 1
+            x, block = x.to(dev), block.to(dev)
+            attn = torch.cat([attn, block], 1)
+            steps = last[:, None] + 1 + torch.arange(w, device=dev)[None, :]
+            out = self._forward(x, attn, steps, cache, hidden, keep=w)
+            block_fed = True
+            self.stats.decode_slots += len(rows) * w
+            self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, len(rows) * attn.shape[1] * slot)
+        gens = []
+        for b, (_, i) in enumerate(chunk):
+            n_prompt = len(enc[i])
+            if constrained:
+                gens.append(self.from_bytes(got_ids[b], got_lps[b], n_prompt))
+            else:
+                gens.append(self.detokenize(got_ids[b], got_lps[b], n_prompt))
+        return gens
+
+    def _draft(self, lookup, got: list[int], branch: Branch | None, room: int, stop: set[int]) -> list[int]:
+        """Tokens that follow the answer's latest words where they occur in the prompt (may be empty)."""
+        if lookup is None or room <= 0:
+            return []
+        # inside a mention the answer is certain to copy on, so one matching token is enough to draft
+        in_mention = branch is not None and branch.state[0] == MENTION
+        draft = lookup.follow(got, min(self.lookahead, room), 1 if in_mention else 2)
+        if not draft:
+            return draft
+        keep = []
+        if branch is not None:  # stop at the first token the answer language refuses
+            g, st = branch.grammar, branch.state
+            for t in draft:
+                piece = g.index.pieces[t] if t < len(g.index.pieces) else None
+                if not piece or t in stop:
+                    break
+                for byte in piece:
+                    st = g.moves(st).get(byte) if st is not None else None
+                if st is None:
+                    break
+                keep.append(t)
+                if st[0] == DONE:
+                    break
+            return keep
+        for t in draft:
+            if t in stop:
+                break
+            keep.append(t)
+        return keep
+
+    def _choose_allowed(self, vec, branch: Branch, remaining: int, hidden: bool) -> tuple[int, float]:
+        """Greedy among the branch's allowed tokens; log-probability renormalised over them.
+
+        ``vec`` is a position's logits, or its hidden state when the head is applied here to the
+        allowed tokens only."""
+        import torch
+
+        ch = branch.allowed(remaining)
+        if len(ch.ids) == 1:
+            return ch.ids[0], 0.0
+        t = ch.memo.get("ids")
+        if t is None:
+            t = ch.memo["ids"] = torch.tensor(ch.ids, device=vec.device)
+        if hidden:
+            head = self._split_head()[1]
+            w = ch.memo.get("w")
+            if w is None:
+                w = head.weight.index_select(0, t)
+                if w.numel() <= 4_000_000:
+                    ch.memo["w"] = w
+            bias = None if head.bias is None else head.bias.index_select(0, t)
+            lg = torch.nn.functional.linear(vec, w, bias).float()
+        else:
+            lg = vec.index_select(0, t)
+        j = int(lg.argmax())
+        return ch.ids[j], float(lg[j] - torch.logsumexp(lg, 0))
+
+
+class _NgramLookup:
+    """Prompt-lookup drafts for one branch: where do the answer's last tokens occur in the passage's
+    tokens, and what follows them there.
+
+    Only the passage is searched (answers copy from it); a single-token match counts only when that
+    token occurs once in the passage, and the caller asks for it only inside a mention. The draft length adapts: it doubles after a draft is accepted in
+    full and halves after a miss, so prose that does not copy the passage costs little.
+    """
+
+    def __init__(self, prompt: list[int], lo: int, hi: int, longest: int, max_n: int = 3):
+        self.prompt = prompt
+        self.hi = hi
+        self.max_n = max_n
+        self.longest = max(1, longest)
+        self.k = max(1, longest // 2)
+        self.where: dict[tuple[int, ...], int] = {}
+        counts: dict[int, int] = {}
+        for s in range(lo, hi):
+            counts[prompt[s]] = counts.get(prompt[s], 0) + 1
+        for n in range(1, max_n + 1):
+            for s in range(lo, hi - n):
+                gram = tuple(prompt[s : s + n])
+                if n > 1 or counts[gram[0]] == 1:
+                    self.where.setdefault(gram, s + n)  # the first occurrence wins
+
+    def follow(self, got: list[int], room: int, min_n: int = 1) -> list[int]:
+        for n in range(min(self.max_n, len(got)), min_n - 1, -1):
+            at = self.where.get(tuple(got[-n:]))
+            if at is not None:
+                return self.prompt[at : min(self.hi, at + min(self.k, room))]
+        return []
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted:
+            self.k = min(self.longest, self.k * 2) if accepted == drafted else max(1, self.k // 2)
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the longest common prefix of token id lists."""
+    first = seqs[0]
+    n = len(first)
+    for s in seqs[1:]:
+        m = min(n, len(s))
+        k = 0
+        while k < m and s[k] == first[k]:
+            k += 1
+        n = k
+    return n

@@ -1,0 +1,369 @@
+"""Constrained decoding: answers that are JSON lists of strings copied verbatim from the passage.
+
+Engine-independent (transformers, llama.cpp, ...): it works on the bytes of the tokenizer's tokens
+and the bytes of the passage, and tells the engine which token ids may come next.
+
+Use::
+
+    index = TokenIndex.for_hf_tokenizer(tok)      # once per tokenizer (cached); any engine:
+                                                  # TokenIndex(pieces, end_ids), pieces[i] = bytes of token i
+    grammar = PassageGrammar(index, passage)      # once per passage, shared by its questions
+    branch = grammar.branch()                     # one per question
+    while not branch.complete:
+        choices = branch.allowed(remaining)       # Choices: .ids (list[int]); remaining = tokens left after this one
+        tok = <greedy among choices.ids>
+        branch.advance(tok)
+    # the list is closed; the only token left is an end id (grammar.end_ids), which the engine may skip
+
+The language, byte for byte: an optional single space, ``[``, then ``]`` or ``"m"`` (``, "m"``)* ``]``,
+then an end token: ``json.dumps`` layout, which is what ``prompts.format_answer`` teaches a student.
+Each mention ``m`` is a substring of the passage that starts at a word start (a letter, digit or one of
+``$€£¥#@(+-~'`` after a non-word character) and ends at a word end (not inside a word, not on
+whitespace or ``,;:``), holds no ``"``, ``\\`` or control character (so it is valid JSON without
+escapes and never crosses a line break), is at most ``max_mention_bytes`` long, and is not a repeat of
+a mention already in the list (where another way on exists; repeats are how greedy decoding loops).
+
+Why bytes: byte-level BPE tokens may hold part of a UTF-8 character, so matching works on bytes and the
+passage's word boundaries are mapped onto byte offsets.
+
+Cost: ``TokenIndex`` builds a byte trie of the vocabulary once (about a second for 50k tokens). A
+state's allowed set is found by walking the trie along the bytes the grammar allows next (inside a
+mention: the few passage bytes that continue it), and is cached per passage and state, so most steps
+are a dictionary look-up.
+
+Budget: given ``remaining`` (tokens that may still follow), ``allowed`` keeps only tokens after which
+the list can still be closed in time, counting one token per byte (a safe bound when single-byte
+tokens exist, as in byte-level BPE and byte-fallback SentencePiece). An answer never ends cut off.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---- grammar states: (kind, ends, n) -----------------------------------------------------------
+START, START_SPACE, OPEN, MENTION0, MENTION, AFTER, COMMA, SPACE, DONE = range(9)
+State = tuple[int, tuple[int, ...], int]
+_INF = 1 << 30
+QUOTE, BACKSLASH, LBRACKET, RBRACKET, COMMA_B, SPACE_B = (ord(c) for c in '"\\[], ')
+START_SYMBOLS = "$€£¥#@(+-~'"
+END_FORBIDDEN = ",;:"
+
+
+def _forbidden(b: int) -> bool:
+    """Bytes a mention may not hold: they would need JSON escapes (or break the line)."""
+    return b == QUOTE or b == BACKSLASH or b < 0x20 or b == 0x7F
+
+
+# ---- the vocabulary ----------------------------------------------------------------------------
+class TokenIndex:
+    """Every usable token's bytes in a byte trie, plus the ids that end an answer.
+
+    ``pieces[i]`` is the bytes token ``i`` stands for, or None for tokens that must never be generated
+    inside an answer (special and control tokens). ``end_ids`` are the tokens that end the answer.
+    """
+
+    def __init__(self, pieces: Sequence[bytes | None], end_ids: Iterable[int]):
+        self.pieces = list(pieces)
+        self.end_ids = sorted({int(i) for i in end_ids})
+        if not self.end_ids:
+            raise ValueError("constrained decoding needs at least one end-of-answer token id")
+        # node = [children: dict[byte, node], ids: list[int]]
+        self.root: list[Any] = [{}, []]
+        for tid, piece in enumerate(self.pieces):
+            if not piece or tid in self.end_ids:
+                continue
+            node = self.root
+            for b in piece:
+                child = node[0].get(b)
+                if child is None:
+                    child = node[0][b] = [{}, []]
+                node = child
+            node[1].append(tid)
+
+    _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_hf_tokenizer(cls, tokenizer: Any, end_ids: Iterable[int] | None = None) -> TokenIndex:
+        """The index of a transformers tokenizer, built once per tokenizer object and cached."""
+        ends = tuple(sorted(set(end_ids))) if end_ids is not None else (tokenizer.eos_token_id,)
+        try:
+            per_tok = cls._cache.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable: build every time
+            per_tok = {}
+        if ends not in per_tok:
+            per_tok[ends] = cls(hf_token_bytes(tokenizer), ends)
+        return per_tok[ends]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte <-> printable character table (byte-level BPE vocabularies are spelled in it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def hf_token_bytes(tokenizer: Any) -> list[bytes | None]:
+    """The bytes of every token of a transformers tokenizer (None for special/added control tokens).
+
+    Handles byte-level BPE (GPT-2, LLaMA-3, SmolLM: ``Ġ`` for space, one character per byte),
+    SentencePiece (``▁`` for space, ``<0xAB>`` byte-fallback tokens) and plain-text vocabularies.
+    """
+    n = len(tokenizer)
+    toks = tokenizer.convert_ids_to_tokens(list(range(n)))
+    special: set[int] = set(getattr(tokenizer, "all_special_ids", []) or [])
+    added: dict[int, Any] = dict(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    for tid, tok in added.items():
+        if getattr(tok, "special", True):
+            special.add(int(tid))
+    decoder = {c: b for b, c in _bytes_to_unicode().items()}
+    regular = [t for i, t in enumerate(toks) if t and i not in special and i not in added]
+    byte_level = sum(("Ġ" in t or "Ċ" in t) for t in regular) > 0.01 * max(1, len(regular)) and all(
+        all(c in decoder for c in t) for t in regular[:2000]
+    )
+    sentencepiece = not byte_level and sum("▁" in t for t in regular) > 0.01 * max(1, len(regular))
+    out: list[bytes | None] = []
+    for i, t in enumerate(toks):
+        if t is None or i in special:
+            out.append(None)
+        elif i in added:
+            out.append(str(getattr(added[i], "content", t)).encode("utf-8"))
+        elif byte_level:
+            try:
+                out.append(bytes(decoder[c] for c in t))
+            except KeyError:
+                out.append(t.encode("utf-8"))
+        elif sentencepiece:
+            if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+                out.append(bytes([int(t[3:5], 16)]))
+            else:
+                out.append(t.replace("▁", " ").encode("utf-8"))
+        else:
+            out.append(t.encode("utf-8"))
+    return out
+
+
+# ---- one passage ---------------------------------------------------------------------------------
+@dataclass
+class Choices:
+    """The tokens allowed in one state: ``ids[i]`` leads to ``states[i]``.
+
+    ``memo`` is free for the engine, e.g. to keep the ids as a device tensor across steps.
+    """
+
+    ids: list[int]
+    states: list[State]
+    max_dist: int = 0
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+class PassageGrammar:
+    """The answer language for one passage; caches the allowed tokens of every state it meets."""
+
+    def __init__(self, index: TokenIndex, passage: str, max_mention_bytes: int = 160):
+        self.index = index
+        self.end_ids = index.end_ids
+        self.max_mention = int(max_mention_bytes)
+        self.text = passage.encode("utf-8")
+        n = len(self.text)
+        starts_ok = bytearray(n + 1)
+        ends_ok = bytearray(n + 1)
+        pos = 0
+        for ci, ch in enumerate(passage):
+            prev = passage[ci - 1] if ci else ""
+            if (ch.isalnum() or ch in START_SYMBOLS) and not (prev.isalnum() and ch.isalnum()):
+                starts_ok[pos] = 1
+            pos += len(ch.encode("utf-8"))
+            nxt = passage[ci + 1] if ci + 1 < len(passage) else ""
+            if not ch.isspace() and ch not in END_FORBIDDEN and not (ch.isalnum() and nxt.isalnum()):
+                ends_ok[pos] = 1
+        for p in range(n):  # a mention cannot start on a byte it may not hold
+            if _forbidden(self.text[p]):
+                starts_ok[p] = 0
+        self.ends_ok = ends_ok
+        # next_end[e]: the first e' >= e where a mention at e can close, over allowed bytes only
+        nxt_end = [_INF] * (n + 1)
+        nxt_end[n] = n if ends_ok[n] else _INF
+        for e in range(n - 1, -1, -1):
+            if ends_ok[e]:
+                nxt_end[e] = e
+            elif not _forbidden(self.text[e]):
+                nxt_end[e] = nxt_end[e + 1]
+        self.next_end = nxt_end
+        self.starts = tuple(p for p in range(n) if starts_ok[p])
+        m0 = [nxt_end[p + 1] - p for p in self.starts if nxt_end[p + 1] < _INF]
+        m0 = [g for g in m0 if g <= self.max_mention]
+        self._m0_dist = (min(m0) + 2) if m0 else _INF
+        self._moves: dict[State, dict[int, State]] = {}
+        self._choices: dict[tuple, Choices] = {}
+        self.end_choices = Choices(list(self.end_ids), [(DONE, (), 0)] * len(self.end_ids), 0)
+
+    # -- the byte automaton
+    def dist(self, st: State) -> int:
+        """Bytes (an upper bound on tokens) needed from ``st`` to a closed list; _INF if impossible."""
+        kind = st[0]
+        if kind == DONE:
+            return 0
+        if kind in (OPEN, AFTER):
+            return 1
+        if kind in (START, START_SPACE):
+            return 2
+        if kind == MENTION0:
+            return self._m0_dist
+        if kind == SPACE:
+            return 1 + self._m0_dist
+        if kind == COMMA:
+            return 2 + self._m0_dist
+        best = _INF
+        room = self.max_mention - st[2]
+        for e in st[1]:
+            g = self.next_end[e] - e
+            if g <= room and g < best:
+                best = g
+        return best + 2 if best < _INF else _INF
+
+    def moves(self, st: State) -> dict[int, State]:
+        """byte -> next state, for every byte that keeps the answer completable."""
+        got = self._moves.get(st)
+        if got is not None:
+            return got
+        kind, ends, n = st
+        out: dict[int, State] = {}
+        if kind == START:
+            out[SPACE_B] = (START_SPACE, (), 0)
+            out[LBRACKET] = (OPEN, (), 0)
+        elif kind == START_SPACE:
+            out[LBRACKET] = (OPEN, (), 0)
+        elif kind == OPEN:
+            out[QUOTE] = (MENTION0, (), 0)
+            out[RBRACKET] = (DONE, (), 0)
+        elif kind == AFTER:
+            out[COMMA_B] = (COMMA, (), 0)
+            out[RBRACKET] = (DONE, (), 0)
+        elif kind == COMMA:
+            out[SPACE_B] = (SPACE, (), 0)
+        elif kind == SPACE:
+            out[QUOTE] = (MENTION0, (), 0)
+        elif kind in (MENTION0, MENTION):
+            cands = self.starts if kind == MENTION0 else ends
+            if n < self.max_mention:
+                by_byte: dict[int, list[int]] = {}
+                for e in cands:
+                    if e < len(self.text) and not _forbidden(self.text[e]):
+                        by_byte.setdefault(self.text[e], []).append(e + 1)
+                for b, nxt in by_byte.items():
+                    out[b] = (MENTION, tuple(nxt), n + 1)
+            if kind == MENTION and any(self.ends_ok[e] for e in ends):
+                out[QUOTE] = (AFTER, (), 0)
+        out = {b: s for b, s in out.items() if self.dist(s) < _INF}
+        self._moves[st] = out
+        return out
+
+    def mention(self, st: State) -> bytes:
+        """The bytes of the mention being written in a MENTION state."""
+        e = st[1][0]
+        return self.text[e - st[2] : e]
+
+    # -- tokens
+    def choices(self, st: State, blocked: bool = False, remaining: int | None = None) -> Choices:
+        """Tokens allowed in ``st``; ``blocked``: the mention may not close here (it would repeat)."""
+        if st[0] == DONE:
+            return self.end_choices
+        key = (st, blocked)
+        ch = self._choices.get(key)
+        if ch is None:
+            ch = self._choices[key] = self._walk(st, blocked)
+        if remaining is not None and remaining < ch.max_dist:
+            fkey = (st, blocked, remaining)
+            fch = self._choices.get(fkey)
+            if fch is None:
+                keep = [i for i, s in enumerate(ch.states) if self.dist(s) <= remaining]
+                fch = Choices([ch.ids[i] for i in keep], [ch.states[i] for i in keep])
+                fch.max_dist = max((self.dist(s) for s in fch.states), default=0)
+                self._choices[fkey] = fch
+            ch = fch
+        return ch
+
+    def _walk(self, st: State, blocked: bool) -> Choices:
+        found: dict[int, State] = {}
+        stack = [(self.index.root, st, True)]
+        while stack:
+            node, cur, first = stack.pop()
+            children = node[0]
+            for b, nxt in self.moves(cur).items():
+                if first and blocked and b == QUOTE and cur[0] == MENTION:
+                    continue
+                child = children.get(b)
+                if child is None:
+                    continue
+                for tid in child[1]:
+                    found[tid] = nxt
+                if child[0]:
+                    stack.append((child, nxt, False))
+        ids = sorted(found)
+        states = [found[i] for i in ids]
+        return Choices(ids, states, max((self.dist(s) for s in states), default=0))
+
+    def branch(self) -> Branch:
+        return Branch(self)
+
+
+class Branch:
+    """One answer being written: its state, the mentions it has closed, and the next allowed tokens."""
+
+    def __init__(self, grammar: PassageGrammar):
+        self.grammar = grammar
+        self.state: State = (START, (), 0)
+        self.used: set[bytes] = set()
+        self.mentions: list[str] = []
+        self.ended = False  # an end token was taken
+
+    @property
+    def complete(self) -> bool:
+        """The list is closed: only an end token may follow."""
+        return self.state[0] == DONE
+
+    def allowed(self, remaining: int | None = None) -> Choices:
+        """Tokens that may come next (never empty: falls back to closing rules, then to the end ids)."""
+        g = self.grammar
+        st = self.state
+        blocked = st[0] == MENTION and g.mention(st) in self.used
+        for blk, rem in ((blocked, remaining), (False, remaining), (False, None)):
+            ch = g.choices(st, blk, rem)
+            if ch.ids:
+                return ch
+        return g.end_choices
+
+    def advance(self, token_id: int) -> None:
+        """Take a token (any token: one outside ``allowed`` raises ValueError)."""
+        g = self.grammar
+        if self.state[0] == DONE:
+            if token_id not in g.end_ids:
+                raise ValueError(
+                    f"token {token_id} after the closed list; only end ids {g.end_ids} may follow"
+                )
+            self.ended = True
+            return
+        piece = g.index.pieces[token_id] if 0 <= token_id < len(g.index.pieces) else None
+        if not piece or token_id in g.end_ids:
+            raise ValueError(f"token {token_id} cannot appear inside an answer (state {self.state[0]})")
+        st = self.state
+        for b in piece:
+            nxt = g.moves(st).get(b)
+            if nxt is None:
+                raise ValueError(f"token {token_id} ({piece!r}) breaks the answer language")
+            if st[0] == MENTION and b == QUOTE:
+                m = g.mention(st)
+                self.used.add(m)
+                self.mentions.append(m.decode("utf-8", errors="replace"))
+            st = nxt
+        self.state = st
