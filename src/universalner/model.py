@@ -57,8 +57,10 @@ class UniversalNER:
         max_passage_tokens: int = 400,
         window_overlap: int = 32,
         record: Mapping[str, Any] | None = None,
+        constrained: bool = True,
     ):
         self.engine = engine
+        self.constrained = bool(constrained)
         self.record = dict(record or {})
         if isinstance(template, Template):
             self.template = template
@@ -91,6 +93,7 @@ class UniversalNER:
         engine: str = "transformers",
         max_new_tokens: int = 256,
         max_passage_tokens: int = 400,
+        constrained: bool = True,
         **engine_kwargs: Any,
     ) -> UniversalNER:
         """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder or a ``.gguf`` file.
@@ -98,6 +101,8 @@ class UniversalNER:
         ``quantization``: None, "4bit" (bitsandbytes nf4, double quantisation) or "8bit".
         ``template="auto"`` uses the layout recorded by ``universalner.tune`` next to the weights,
         else the UniNER layout for models without a chat template, else the chat layout.
+        ``constrained=True`` (default): answers are JSON lists of strings copied from the passage
+        (``universalner.constraints``); ``False`` lets the model write anything, as the reference does.
         """
         cls_ = engine_class(engine)
         eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
@@ -106,7 +111,7 @@ class UniversalNER:
             record = read_template_record(folder)
             if record:
                 break
-        return cls(eng, template, max_new_tokens, max_passage_tokens, record=record)
+        return cls(eng, template, max_new_tokens, max_passage_tokens, record=record, constrained=constrained)
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, text: str, label: str, dataset: str | None = None) -> str:
@@ -117,12 +122,22 @@ class UniversalNER:
 
     # ------------------------------------------------------------------ extraction
     def extract(
-        self, text: str, labels: Labels, dataset: str | None = None, threshold: float = 0.0
+        self,
+        text: str,
+        labels: Labels,
+        dataset: str | None = None,
+        threshold: float = 0.0,
+        constrained: bool | None = None,
     ) -> list[Entity]:
-        """Entities of the given types in ``text``, sorted by offset."""
+        """Entities of the given types in ``text``, sorted by offset.
+
+        ``threshold`` drops mentions whose score (the model's confidence, see ``Entity.score``) is
+        lower; ``constrained`` overrides the model's setting for this call.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
-        return self.predict([text], labels, dataset=dataset, threshold=threshold)[0].entities
+        (pred,) = self.predict([text], labels, dataset=dataset, threshold=threshold, constrained=constrained)
+        return pred.entities
 
     def extract_batch(
         self,
@@ -131,9 +146,11 @@ class UniversalNER:
         batch_size: int = 8,
         dataset: str | None = None,
         threshold: float = 0.0,
+        constrained: bool | None = None,
     ) -> list[list[Entity]]:
         """``extract`` for many texts; ``batch_size`` passages go to the engine together."""
-        return [p.entities for p in self.predict(texts, labels, dataset, batch_size, threshold)]
+        preds = self.predict(texts, labels, dataset, batch_size, threshold, constrained=constrained)
+        return [p.entities for p in preds]
 
     def predict(
         self,
@@ -143,6 +160,7 @@ class UniversalNER:
         batch_size: int = 8,
         threshold: float = 0.0,
         progress: bool = False,
+        constrained: bool | None = None,
     ) -> list[Prediction]:
         """Entities and raw answers for each text (what ``evaluate`` needs)."""
         texts = _check_texts(texts)
@@ -170,7 +188,9 @@ class UniversalNER:
                 for gi, (_, _, chunk) in enumerate(batch)
                 for _, asked in pairs
             ]
-            gens = self.engine.generate(requests, max_new_tokens=self.max_new_tokens, **self._gen_options())
+            gens = self.engine.generate(
+                requests, max_new_tokens=self.max_new_tokens, **self._gen_options(constrained)
+            )
             for gi, (ti, start, chunk) in enumerate(batch):
                 for li, (label, _) in enumerate(pairs):
                     gen = gens[gi * len(pairs) + li]
@@ -183,8 +203,8 @@ class UniversalNER:
             p.entities = [e for e in chunking.merge(found[ti]) if e.score >= threshold]
         return preds
 
-    def _gen_options(self) -> dict[str, Any]:
-        return {}
+    def _gen_options(self, constrained: bool | None = None) -> dict[str, Any]:
+        return {"constrained": self.constrained if constrained is None else bool(constrained)}
 
     def _windows(self, text: str) -> list[tuple[int, int]]:
         return chunking.windows(text, self.engine.token_offsets, self.max_passage_tokens, self.window_overlap)
