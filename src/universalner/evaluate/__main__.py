@@ -99,7 +99,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise ValueError(f"--data names must be distinct: {names}")
     sets = [_load(n, p, a.labels_map, a.tag_column).head(a.limit) for n, p in a.data]
     spec = ModelSpec(
-        a.model, a.quantization, a.device, a.adapter, a.template, a.engine, {"max_new_tokens": a.max_new_tokens}
+        a.model,
+        a.quantization,
+        a.device,
+        a.adapter,
+        a.template,
+        a.engine,
+        {"max_new_tokens": a.max_new_tokens},
     )
     run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress)
     print((Path(a.output) / "report.md").read_text(encoding="utf-8"))

@@ -207,7 +207,8 @@ def run_benchmark(
             },
         )
         done = predict_set(ds, folder, get_model, batch_size, dataset_prompt, progress)
-        write_json(folder / "gold.json", records_to_reference(ds.records, ds.sentences))
+        gold = json.dumps(records_to_reference(ds.records, ds.sentences), ensure_ascii=False)
+        (folder / "gold.json").write_text(gold + "\n", encoding="utf-8")
         with open(folder / "outputs.jsonl", "w", encoding="utf-8") as f:
             for r in ds.records:
                 out = done[r.sentence]["raw"].get(r.label, "")
