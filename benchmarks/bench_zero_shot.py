@@ -38,6 +38,7 @@ def cli() -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--unconstrained", action="store_true", help="free decoding, as the reference")
     a = p.parse_args()
 
     model = a.model
@@ -64,6 +65,8 @@ def cli() -> None:
         "--device",
         a.device,
     ]
+    if a.unconstrained:
+        args.append("--unconstrained")
     if a.limit:
         args += ["--limit", str(a.limit)]
     t0 = time.perf_counter()

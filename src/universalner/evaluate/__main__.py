@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", default="transformers")
     r.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (the reference: 256)")
     r.add_argument(
+        "--unconstrained",
+        action="store_true",
+        help="let the model write anything, as the reference does (default: constrained to JSON lists)",
+    )
+    r.add_argument(
         "--dataset-prompt",
         action="store_true",
         help="ask 'Dataset: NAME \\n Text: ...' (supervised -type-sup/-all students)",
@@ -105,7 +110,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         a.adapter,
         a.template,
         a.engine,
-        {"max_new_tokens": a.max_new_tokens},
+        {"max_new_tokens": a.max_new_tokens, "constrained": not a.unconstrained},
     )
     run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress)
     print((Path(a.output) / "report.md").read_text(encoding="utf-8"))
