@@ -168,11 +168,14 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runner import ResumeMismatch
-
     try:
         return {"run": cmd_run, "score": cmd_score, "convert": cmd_convert}[args.command](args)
-    except (DataFormatError, FileNotFoundError, ResumeMismatch, ValueError) as e:
+    except Exception as e:
+        # bad input and the library's own errors (an unreachable server, a model not found) are
+        # reported in one line; anything else is a bug and keeps its traceback
+        ours = type(e).__module__.startswith("universalner")
+        if not (ours or isinstance(e, (DataFormatError, FileNotFoundError, ValueError))):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 
