@@ -65,3 +65,12 @@ def test_cli_bad_input_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "--labels" in r.stderr
     r = cli("--model", tmp_path / "missing.gguf", "--labels", "person", "x")
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_console_script_forwards_the_jobs():
+    for job in ("distill", "tune", "evaluate"):
+        r = subprocess.run(
+            [sys.executable, "-m", "universalner", job, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"universalner.{job}" in r.stdout or job in r.stdout

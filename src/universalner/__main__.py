@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m universalner",
         description="Open-type named entity recognition with a UniversalNER student model.",
+        epilog="other jobs: universalner distill|tune|evaluate ... (or python -m universalner.JOB)",
     )
     p.add_argument("text", nargs="*", help="text to analyse (or use --input)")
     p.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
@@ -83,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+JOBS = {"distill", "tune", "evaluate"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in JOBS:  # `universalner tune ...` is `python -m universalner.tune ...`
+        import importlib
+
+        job = importlib.import_module(f"universalner.{argv[0]}.__main__")
+        return job.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return run(args)
