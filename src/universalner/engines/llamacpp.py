@@ -1,0 +1,714 @@
+"""The llama.cpp engine: GGUF students (4-bit on the CPU) through ``llama-cpp-python``.
+
+Why it is fast: llama.cpp runs quantised weights natively, and this engine decodes the K questions
+about a passage as K sequences of one batch that share the passage. The common token prefix of the
+K prompts (system text, passage, acknowledgement, the start of the question) is evaluated once and
+copied to the other sequences (``llama_memory_seq_cp``); then each step decodes one token of every
+unfinished question, of several passages at once (up to ``max_sequences``), in one ``llama_decode``.
+A question leaves the batch as soon as its answer ends.
+
+Exact: each sequence has its own KV stream and flash attention is off, so a question's answer is the
+same whether it is decoded alone or beside others, in one piece or as prefix plus suffix (in a unified
+KV cache, or with llama.cpp's CPU flash attention, logits move by tenths of a nat with the batch).
+
+Greedy, like the transformers engine. ``constrained=True`` uses the library's own constraint
+(``universalner.constraints``: a JSON list of strings copied from the passage), so both engines
+answer in the same language, with log-probabilities renormalised over the allowed tokens as there.
+
+The prompt's chat template and end-of-sequence token come from the GGUF file itself
+(``GGUFTokenizer``, its header read in milliseconds): no transformers tokenizer is built.
+
+``passage_grammar`` spells the same answer language as a GBNF grammar, for servers that take one
+(llama.cpp's server, vLLM); see ``engines/openai.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..loading import ModelNotFoundError
+from .base import Engine, Generation, Request
+
+# ------------------------------------------------------------------ GGUF metadata, without weights
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+class GGUFError(ValueError):
+    """A file that is not a readable GGUF model."""
+
+
+def read_gguf_metadata(path: str | os.PathLike, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The key/value header of a GGUF file (all keys, or only ``keys``), read without the tensors.
+
+    A few milliseconds even for big files: only the header is parsed (``gguf.GGUFReader`` also maps
+    every tensor and takes tens of seconds on a slow CPU).
+    """
+    path = Path(path)
+    want = set(keys) if keys is not None else None
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if m[:4] != b"GGUF":
+                raise GGUFError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+            version, _, n_kv = struct.unpack_from("<IQQ", m, 4)
+            if version < 2 or version > 3:
+                raise GGUFError(f"{path}: GGUF version {version} is not supported (2 or 3 are)")
+            pos, out = 24, {}
+
+            def string(p: int) -> tuple[str, int]:
+                (n,) = struct.unpack_from("<Q", m, p)
+                return m[p + 8 : p + 8 + n].decode("utf-8", errors="replace"), p + 8 + n
+
+            def value(vtype: int, p: int, keep: bool) -> tuple[Any, int]:
+                if vtype in _SCALARS:
+                    fmt = "<" + _SCALARS[vtype]
+                    return struct.unpack_from(fmt, m, p)[0], p + struct.calcsize(fmt)
+                if vtype == _STRING:
+                    return string(p)
+                if vtype == _ARRAY:
+                    etype, count = struct.unpack_from("<IQ", m, p)
+                    p += 12
+                    if etype in _SCALARS:
+                        size = struct.calcsize("<" + _SCALARS[etype])
+                        vals = list(struct.unpack_from(f"<{count}{_SCALARS[etype]}", m, p)) if keep else None
+                        return vals, p + size * count
+                    items = []
+                    for _ in range(count):
+                        v, p = value(etype, p, keep)
+                        if keep:
+                            items.append(v)
+                    return (items if keep else None), p
+                raise GGUFError(f"{path}: unknown GGUF value type {vtype} at byte {p}")
+
+            for _ in range(n_kv):
+                key, pos = string(pos)
+                (vtype,) = struct.unpack_from("<I", m, pos)
+                keep = want is None or key in want
+                val, pos = value(vtype, pos + 4, keep)
+                if keep:
+                    out[key] = val
+            return out
+    except (struct.error, ValueError, OSError) as e:
+        if isinstance(e, GGUFError):
+            raise
+        raise GGUFError(f"could not read {path} as a GGUF file: {e}") from e
+
+
+class GGUFTokenizer:
+    """What the template needs from a tokenizer, read from a GGUF file's header.
+
+    ``apply_chat_template`` renders the file's Jinja chat template the way transformers does
+    (sandboxed, ``trim_blocks``/``lstrip_blocks``, ``bos_token``/``eos_token`` in scope), so the chat
+    layout comes out byte-identical to a transformers tokenizer of the same model.
+    """
+
+    is_fast = False
+
+    def __init__(self, chat_template: str | None, eos_token: str | None, bos_token: str | None = None):
+        self.chat_template = chat_template
+        self.eos_token = eos_token
+        self.bos_token = bos_token
+        self._compiled = None
+
+    KEYS = (
+        "tokenizer.chat_template",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.tokens",
+    )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> GGUFTokenizer:
+        return cls.from_metadata(read_gguf_metadata(path, cls.KEYS))
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> GGUFTokenizer:
+        keys = cls.KEYS
+        tokens = meta.get("tokenizer.ggml.tokens") or []
+
+        def text(key: str) -> str | None:
+            i = meta.get(key)
+            return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+
+        return cls(meta.get("tokenizer.chat_template"), text(keys[1]), text(keys[2]))
+
+    def apply_chat_template(
+        self,
+        messages: list[dict[str, str]],
+        tokenize: bool = False,
+        add_generation_prompt: bool = False,
+        **kwargs: Any,
+    ) -> str:
+        if tokenize:
+            raise ValueError("GGUFTokenizer renders text only: call apply_chat_template(..., tokenize=False)")
+        if not self.chat_template:
+            raise ValueError("this GGUF file has no chat template (tokenizer.chat_template)")
+        if self._compiled is None:
+            self._compiled = _compile_template(self.chat_template)
+        return self._compiled.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"GGUFTokenizer(eos_token={self.eos_token!r}, chat_template={bool(self.chat_template)})"
+
+
+def _compile_template(source: str):
+    """The Jinja environment transformers renders chat templates in."""
+    from datetime import datetime
+
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+# ------------------------------------------------------------------ the answer language as GBNF
+_START_SYMBOLS = "$€£¥#@(+-~'"
+_END_FORBIDDEN = ",;:"
+
+
+def _forbidden(ch: str) -> bool:
+    return ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F
+
+
+def passage_grammar(passage: str) -> str:
+    """A GBNF grammar for ``["m1", "m2"]`` where each mention is copied from ``passage``.
+
+    The language of ``universalner.constraints`` (mentions start at a word start, end at a word end,
+    hold no quote, backslash or control character), less its length cap and repeat rule. Linear in
+    the passage: one rule per character, ``c{i} ::= <char i> c{i+1} | <char i>``, plus one rule per
+    distinct first character, so a server's grammar engine keeps few parse stacks alive.
+    """
+    n = len(passage)
+    ends_after = [False] * n  # a mention may end with character i
+    for i, ch in enumerate(passage):
+        nxt = passage[i + 1] if i + 1 < n else ""
+        ends_after[i] = not ch.isspace() and ch not in _END_FORBIDDEN and not (ch.isalnum() and nxt.isalnum())
+    # reach[i]: a mention running through character i can still end somewhere
+    reach = [False] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        reach[i] = not _forbidden(passage[i]) and (ends_after[i] or reach[i + 1])
+    starts: dict[str, list[int]] = {}
+    for i, ch in enumerate(passage):
+        prev = passage[i - 1] if i else ""
+        if (ch.isalnum() or ch in _START_SYMBOLS) and not (prev.isalnum() and ch.isalnum()) and reach[i]:
+            starts.setdefault(ch, []).append(i)
+    if not starts:
+        return 'root ::= " "? "[" "]"\n'
+    lines = [
+        'root ::= " "? "[" ( mention ( ", " mention )* )? "]"',
+        'mention ::= "\\"" first "\\""',
+        "first ::= " + " | ".join(f"f{k}" for k in range(len(starts))),
+    ]
+    needed = [False] * (n + 1)  # c{i} is referenced by some rule
+    for k, (ch, where) in enumerate(sorted(starts.items())):
+        alts = []
+        for i in where:
+            if i + 1 < n and reach[i + 1]:
+                alts.append(f"c{i + 1}")
+                needed[i + 1] = True
+        if any(ends_after[i] for i in where):
+            alts.append('""')
+        lines.append(f"f{k} ::= {_lit(ch)} ( {' | '.join(alts)} )")
+    for i in range(n):
+        if not needed[i]:
+            continue
+        alts = []
+        if i + 1 < n and reach[i + 1]:
+            alts.append(f"{_lit(passage[i])} c{i + 1}")
+            needed[i + 1] = True
+        if ends_after[i]:
+            alts.append(_lit(passage[i]))
+        lines.append(f"c{i} ::= " + " | ".join(alts))
+    return "\n".join(lines) + "\n"
+
+
+def _lit(ch: str) -> str:
+    """A GBNF string literal for one character (never a quote or backslash: those are not in mentions)."""
+    return '"' + ch + '"'
+
+
+# ------------------------------------------------------------------ the engine
+INSTALL_HINT = (
+    "engine='llama.cpp' needs llama-cpp-python: pip install 'universalner[llamacpp]' "
+    "(it compiles llama.cpp, about 5 minutes on 2 cores)"
+)
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ImportError(INSTALL_HINT) from e
+    quiet = logging.getLogger("llama-cpp-python")
+    if quiet.level == logging.NOTSET:  # llama.cpp prints every tensor it loads unless told otherwise
+        quiet.setLevel(logging.ERROR)
+    return llama_cpp
+
+
+def find_gguf(model: str | os.PathLike) -> Path:
+    """The ``.gguf`` file for ``model``: the file itself, or the only one in a folder."""
+    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
+        raise TypeError(f"model must be a .gguf file or a folder holding one, not {model!r}")
+    path = Path(os.path.expanduser(str(model)))
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelNotFoundError(f"engine='llama.cpp' reads .gguf files; {path} is not one")
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            return found[0]
+        raise ModelNotFoundError(
+            f"{path} holds {len(found)} .gguf files; pass the one to load"
+            + (f" ({', '.join(f.name for f in found)})" if found else "")
+        )
+    raise ModelNotFoundError(
+        f"GGUF model not found: {model!r}. engine='llama.cpp' loads local .gguf files only; download one "
+        "(e.g. huggingface-cli download <repo> <file>.gguf) and pass its path"
+    )
+
+
+class _Branch:
+    """One question being answered: its sequence in the KV cache and what it has written."""
+
+    __slots__ = ("index", "seq", "pos", "ids", "logprobs", "logits", "constraint", "done")
+
+    def __init__(self, index: int, seq: int, pos: int, constraint: Any):
+        self.index, self.seq, self.pos = index, seq, pos
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.logits = None
+        self.constraint = constraint
+        self.done = False
+
+
+class LlamaCppEngine(Engine):
+    """Greedy batched decoding of GGUF models with llama.cpp; see the module docstring."""
+
+    name = "llama.cpp"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n_ctx: int = 1024,
+        max_sequences: int = 8,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        adapter: str | os.PathLike | None = None,
+        adapter_scale: float = 1.0,
+        flash_attn: bool = False,
+    ):
+        llama_cpp = _import_llama_cpp()
+        self._c = llama_cpp
+        self.path = find_gguf(path)
+        meta = read_gguf_metadata(self.path, (*GGUFTokenizer.KEYS, "tokenizer.ggml.add_space_prefix"))
+        self.tokenizer = GGUFTokenizer.from_metadata(meta)
+        self._space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", False))
+        if int(n_ctx) < 16 or int(max_sequences) < 1:
+            raise ValueError(
+                f"n_ctx (tokens per question) must be >= 16 and max_sequences >= 1, not {n_ctx}, {max_sequences}"
+            )
+        llama_cpp.llama_backend_init()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = int(n_gpu_layers)
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not model:
+            raise GGUFError(
+                f"llama.cpp could not load {self.path} (a GGUF file of an architecture it knows?)"
+            )
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        self.max_sequences = max(1, min(int(max_sequences), int(llama_cpp.llama_max_parallel_sequences())))
+        self.n_batch = max(16, int(n_batch))
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = int(n_ctx) * self.max_sequences
+        cparams.n_batch = cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = self.max_sequences
+        # one KV stream per question: a question's logits never depend on what else is in the batch
+        # (in a unified cache they do, by a few tenths of a nat on the test model), and attention reads
+        # only the question's own cells
+        cparams.kv_unified = False
+        # llama-cpp-python's defaults: half the cores for decoding steps (spinning threads fight over a
+        # busy machine), all of them for prompts
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.threads = int(n_threads or max(1, cores // 2))
+        cparams.n_threads = self.threads
+        cparams.n_threads_batch = int(n_threads or cores)
+        cparams.no_perf = True
+        # llama.cpp's CPU flash attention gives a token different logits depending on how many cells it
+        # sees at once (prompt in one batch vs. prefix then suffix); off, prefix sharing is exact
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise RuntimeError(
+                f"llama.cpp could not create a context of {max_sequences} x {n_ctx} tokens for {self.path}"
+            )
+        self._model, self._ctx = model, ctx
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._finalizer = weakref.finalize(self, _free, llama_cpp, model, ctx, self._batch)
+        self.n_ctx = (
+            int(llama_cpp.llama_n_ctx_seq(ctx)) if hasattr(llama_cpp, "llama_n_ctx_seq") else int(n_ctx)
+        )
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self._bos = int(llama_cpp.llama_vocab_bos(self._vocab))
+        self.end_ids = frozenset(
+            t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)
+        )
+        self._index = None
+        self.record_dirs = [self.path.parent]
+        self.stats = LlamaStats()
+        if adapter is not None:
+            self._set_adapter(adapter, adapter_scale)
+
+    @classmethod
+    def load(cls, model, quantization=None, device="auto", adapter=None, **kw) -> LlamaCppEngine:
+        """A GGUF student; ``quantization`` is the file's own (choose a Q4/Q8 file), ``device``
+        'cpu' or 'auto' (all layers on the GPU when llama.cpp was built with one)."""
+        if quantization is not None:
+            raise ValueError(
+                f"quantization={quantization!r}: with engine='llama.cpp' the GGUF file is already quantised; "
+                "pick a Q4_K_M / Q8_0 file instead"
+            )
+        if adapter is not None and Path(adapter).is_dir():
+            raise ValueError(
+                f"adapter={str(adapter)!r} is a folder; llama.cpp takes a LoRA adapter as one .gguf file "
+                "(convert a peft adapter with llama.cpp's convert_lora_to_gguf.py)"
+            )
+        if "n_gpu_layers" not in kw:
+            if device in (None, "auto"):
+                kw["n_gpu_layers"] = -1 if _import_llama_cpp().llama_supports_gpu_offload() else 0
+            elif device == "cpu":
+                kw["n_gpu_layers"] = 0
+            elif isinstance(device, str) and device.startswith("cuda"):
+                if not _import_llama_cpp().llama_supports_gpu_offload():
+                    raise ValueError(
+                        f"device={device!r} but this llama-cpp-python was built without GPU support; "
+                        'reinstall with CMAKE_ARGS="-DGGML_CUDA=on"'
+                    )
+                kw["n_gpu_layers"] = -1
+            else:
+                raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+        return cls(model, adapter=adapter, **kw)
+
+    def _set_adapter(self, adapter: str | os.PathLike, scale: float) -> None:
+        import ctypes
+
+        c = self._c
+        path = Path(adapter)
+        if not path.is_file():
+            raise ModelNotFoundError(f"LoRA adapter not found: {path}")
+        lora = c.llama_adapter_lora_init(self._model, str(path).encode())
+        if not lora:
+            raise GGUFError(f"llama.cpp could not load {path} as a LoRA adapter for {self.path.name}")
+        arr = (c.llama_adapter_lora_p_ctypes * 1)(lora)
+        scales = (ctypes.c_float * 1)(scale)
+        if c.llama_set_adapters_lora(self._ctx, arr, 1, scales) != 0:
+            raise RuntimeError(f"llama.cpp could not apply the LoRA adapter {path}")
+        self.record_dirs.insert(0, path.parent)
+
+    def close(self) -> None:
+        """Free the model and its KV cache now (also done when the engine is garbage-collected)."""
+        self._finalizer()
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        import ctypes
+
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ctypes.c_int32 * cap)()
+        n = self._c.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            buf = (ctypes.c_int32 * -n)()
+            n = self._c.llama_tokenize(self._vocab, data, len(data), buf, -n, False, special)
+        return list(buf[:n])
+
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The prompt's tokens, with the model's BOS when its tokenizer adds one (as the reference does)."""
+        ids = self.tokenize(prompt, special=True)
+        if self._add_bos and (not ids or ids[0] != self._bos):
+            ids.insert(0, self._bos)
+        return ids
+
+    def piece(self, token: int, lstrip: bool = False) -> bytes:
+        import ctypes
+
+        buf = ctypes.create_string_buffer(64)
+        n = self._c.llama_token_to_piece(self._vocab, token, buf, 64, int(lstrip), False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._c.llama_token_to_piece(self._vocab, token, buf, -n, int(lstrip), False)
+        return buf.raw[:n]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the tokens of ``text``, from the token pieces (for windowing)."""
+        ids = self.tokenize(text, special=False)
+        spans, raw, prev = [], b"", ""
+        for k, t in enumerate(ids):
+            raw += self.piece(t, lstrip=k == 0 and self._space_prefix)
+            cur = raw.decode("utf-8", errors="ignore")
+            spans.append((min(len(prev), len(text)), min(len(cur), len(text))))
+            prev = cur
+        if prev != text:  # normalising tokenizers: fall back to the safe estimate
+            return super().token_offsets(text)
+        return spans
+
+    def token_index(self):
+        """The vocabulary as bytes for ``constraints.TokenIndex`` (built once, about a second)."""
+        if self._index is None:
+            from ..constraints import TokenIndex
+
+            c = self._c
+            pieces: list[bytes | None] = []
+            for t in range(self.n_vocab):
+                if t in self.end_ids or c.llama_vocab_is_control(self._vocab, t):
+                    pieces.append(None)
+                else:
+                    pieces.append(self.piece(t) or None)
+            self._index = TokenIndex(pieces, sorted(self.end_ids))
+        return self._index
+
+    # ------------------------------------------------------------------ decoding
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> list[Any]:
+        """Evaluate (token, position, sequence, want_logits) items; the logits rows asked for, in order."""
+        import numpy as np
+
+        c, b = self._c, self._batch
+        rows = []
+        for start in range(0, len(items), self.n_batch):
+            chunk = items[start : start + self.n_batch]
+            for i, (tok, pos, seq, want) in enumerate(chunk):
+                b.token[i] = tok
+                b.pos[i] = pos
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = want
+            b.n_tokens = len(chunk)
+            rc = c.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}) on a batch of {len(chunk)} tokens")
+            self.stats.decode_calls += 1
+            self.stats.tokens += len(chunk)
+            for i, (_, _, _, want) in enumerate(chunk):
+                if want:
+                    ptr = c.llama_get_logits_ith(self._ctx, i)
+                    rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+        return rows
+
+    def generate(
+        self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
+    ) -> list[Generation]:
+        requests = list(requests)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        for i, r in enumerate(requests):
+            if not isinstance(r, Request):
+                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
+        tokens = [self.prompt_tokens(r.prompt) for r in requests]
+        for i, t in enumerate(tokens):
+            if len(t) + max_new_tokens > self.n_ctx:
+                raise ValueError(
+                    f"request {i}: {len(t)} prompt tokens + max_new_tokens={max_new_tokens} exceed the "
+                    f"{self.n_ctx} tokens each question may use; pass n_ctx= "
+                    f"(the model was trained on {self.n_ctx_train})"
+                )
+        out: list[Generation | None] = [None] * len(requests)
+        for wave in self._waves(requests):
+            self._run_wave(wave, requests, tokens, max_new_tokens, constrained, out)
+        return out  # type: ignore[return-value]
+
+    def _waves(self, requests: list[Request]) -> list[list[list[int]]]:
+        """Units (the questions of one passage, at most ``max_sequences``) packed into waves that fit."""
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.group, []).append(i)
+        units = [
+            m[k : k + self.max_sequences]
+            for m in groups.values()
+            for k in range(0, len(m), self.max_sequences)
+        ]
+        waves: list[list[list[int]]] = []
+        for unit in units:
+            if waves and sum(map(len, waves[-1])) + len(unit) <= self.max_sequences:
+                waves[-1].append(unit)
+            else:
+                waves.append([unit])
+        return waves
+
+    @staticmethod
+    def _shared(unit: list[int], tokens: list[list[int]]) -> int:
+        """Tokens all prompts of ``unit`` share (each keeps at least one of its own to decode)."""
+        first = tokens[unit[0]]
+        n = min(len(tokens[i]) for i in unit) - 1
+        for i in unit[1:]:
+            t = tokens[i]
+            k = 0
+            while k < n and t[k] == first[k]:
+                k += 1
+            n = k
+        return max(0, n)
+
+    def _run_wave(self, wave, requests, tokens, max_new, constrained, out) -> None:
+        import numpy as np
+
+        c = self._c
+        c.llama_memory_clear(self._mem, True)
+        grammars: dict[str, Any] = {}
+        branches: list[_Branch] = []
+        prefill: list[tuple[int, int, int, bool]] = []
+        copies: list[tuple[int, int]] = []
+        shared_of: list[int] = []
+        for unit in wave:
+            shared = self._shared(unit, tokens)
+            owner = len(branches)
+            prefill += [(t, p, owner, False) for p, t in enumerate(tokens[unit[0]][:shared])]
+            self.stats.shared_tokens += shared * (len(unit) - 1)
+            for i in unit:
+                seq = len(branches)
+                if seq != owner:
+                    copies.append((owner, seq))
+                constraint = None
+                if constrained:
+                    passage = requests[i].passage
+                    if passage not in grammars:
+                        from ..constraints import PassageGrammar
+
+                        grammars[passage] = PassageGrammar(self.token_index(), passage)
+                    constraint = grammars[passage].branch()
+                branches.append(_Branch(i, seq, len(tokens[i]), constraint))
+                shared_of.append(shared)
+        self._decode(prefill)  # every passage once
+        for owner, seq in copies:
+            c.llama_memory_seq_cp(self._mem, owner, seq, -1, -1)
+        suffix = []
+        for br, shared in zip(branches, shared_of, strict=True):
+            t = tokens[br.index]
+            suffix += [(tok, p, br.seq, p == len(t) - 1) for p, tok in enumerate(t[shared:], start=shared)]
+        for br, row in zip(branches, self._decode(suffix), strict=True):
+            br.logits = row
+        active = branches
+        while active:
+            step = []
+            for br in active:
+                tok = self._choose(br, max_new, np)
+                if tok is not None:
+                    step.append((tok, br.pos, br.seq, True))
+                    br.pos += 1
+            active = [br for br in active if not br.done]
+            if not active:
+                break
+            for br, row in zip(active, self._decode(step), strict=True):
+                br.logits = row
+        for br in branches:
+            out[br.index] = self._generation(br, len(tokens[br.index]))
+        c.llama_memory_clear(self._mem, True)
+
+    def _choose(self, br: _Branch, max_new: int, np) -> int | None:
+        """Greedy next token of one branch (None when it is finished), recording its log-probability.
+
+        Constrained, the log-probability is renormalised over the allowed tokens (a forced token has
+        probability 1), as the transformers engine does.
+        """
+        logits = br.logits
+        if br.constraint is not None:
+            choices = br.constraint.allowed(max_new - len(br.ids) - 1)
+            if len(choices.ids) == 1:
+                tok, lp = choices.ids[0], 0.0
+            else:
+                ids = choices.memo.get("np")
+                if ids is None:
+                    ids = choices.memo["np"] = np.asarray(choices.ids, dtype=np.int64)
+                sub = logits[ids]
+                j = int(np.argmax(sub))
+                tok = int(ids[j])
+                lp = float(sub[j]) - _logsumexp(sub, np)
+        else:
+            tok = int(np.argmax(logits))
+            lp = float(logits[tok]) - _logsumexp(logits, np)
+        if tok in self.end_ids:
+            br.done = True
+            return None
+        br.ids.append(tok)
+        br.logprobs.append(lp)
+        if br.constraint is not None:
+            br.constraint.advance(tok)
+            if br.constraint.complete:  # only an end token can follow: no need to compute it
+                br.done = True
+                return None
+        if len(br.ids) >= max_new:
+            br.done = True
+            return None
+        return tok
+
+    def _generation(self, br: _Branch, prompt_tokens: int) -> Generation:
+        """Text and per-token spans, decoding growing prefixes like the transformers engine does."""
+        spans, raw, prev = [], b"", ""
+        for k, (tok, lp) in enumerate(zip(br.ids, br.logprobs, strict=True)):
+            # a constrained answer is spelled from its tokens' bytes exactly, like the transformers engine's
+            raw += self.piece(tok, lstrip=k == 0 and self._space_prefix and br.constraint is None)
+            cur = raw.decode("utf-8", errors="ignore")
+            spans.append((len(prev), len(cur), lp if lp > -1e4 else -1e4))
+            prev = cur
+        eos = self.tokenizer.eos_token
+        if eos and eos in prev:  # the end-of-sequence string written as text
+            cut = prev.index(eos)
+            prev = prev[:cut]
+            spans = [(s, min(e, cut), lp) for s, e, lp in spans if s < cut]
+        return Generation(prev, spans, prompt_tokens)
+
+
+@dataclass
+class LlamaStats:
+    """What llama.cpp was made to compute (summed over calls): ``tokens`` evaluated in ``decode_calls``
+    batches, and ``shared_tokens``: prompt tokens not evaluated because questions shared a passage."""
+
+    tokens: int = 0
+    decode_calls: int = 0
+    shared_tokens: int = 0
+
+
+def _logsumexp(x, np) -> float:
+    top = float(x.max())
+    return top + float(np.log(np.exp(x - top).sum()))
+
+
+def _free(llama_cpp, model, ctx, batch) -> None:
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
