@@ -11,6 +11,7 @@ from universalner.tune.collate import (
     Encoder,
     label_by_offsets,
     label_by_pieces,
+    render_with_pairs,
     target_spans,
 )
 
@@ -90,6 +91,11 @@ def test_whole_string_equals_pieces(tok, layout):
 @pytest.mark.parametrize("layout", ["chat", "uniner"])
 def test_truncation_drops_whole_trailing_pairs(tok, layout):
     template = get_template(layout, tok)
+    text, _, ends = render_with_pairs(template, CONV, Encoder(tok, template).shift)
+    for k in (1, 2, 3):  # a prefix of the rendering is the rendering of the first k pairs
+        assert text[: ends[k - 1]] == template.render(
+            Conversation(CONV.text, CONV.questions[:k], CONV.answers[:k])
+        )
     full = Encoder(tok, template).encode(CONV)
     two = Encoder(tok, template).encode(Conversation(CONV.text, CONV.questions[:2], CONV.answers[:2]))
     one = Encoder(tok, template).encode(Conversation(CONV.text, CONV.questions[:1], CONV.answers[:1]))
@@ -112,3 +118,25 @@ def test_collator_pads_ids_and_ignores_padding(tok):
     assert batch["labels"][1, len(b) :].eq(IGNORE).all()
     assert batch["input_ids"][1, len(b) :].eq(tok.pad_token_id).all()
     assert batch["labels"][0, : len(a)].tolist() == a.labels
+
+
+def test_tokenized_cache_round_trip_and_key(tok, tmp_path):
+    from universalner.tune import cache
+    from universalner.tune.train import TuneConfig
+
+    data = tmp_path / "c.json"
+    data.write_text("[]")
+    cfg = TuneConfig("base", str(tmp_path / "out"), data=[str(data)], max_length=256)
+    enc = Encoder(tok, get_template("chat", tok), 256)
+    feats = [{"input_ids": e.input_ids, "labels": e.labels} for e in (enc.encode(CONV),) * 2]
+    key = cache.fingerprint(cfg, "chat", tok)
+    path = tmp_path / cache.CACHE_FILE
+    cache.save(path, key, feats, {"truncated": 0, "dropped": 1, "conversations": 3})
+    back, stats = cache.load(path, key)
+    assert [f["input_ids"].tolist() for f in back] == [f["input_ids"] for f in feats]
+    assert [f["labels"].tolist() for f in back] == [f["labels"] for f in feats] and stats["dropped"] == 1
+    # anything that changes the tokens changes the key: layout, length, seed, the data file itself
+    assert cache.fingerprint(cfg, "uniner", tok) != key
+    assert cache.fingerprint(TuneConfig("base", "o", data=[str(data)], max_length=128), "chat", tok) != key
+    data.write_text("[ ]")
+    assert cache.fingerprint(cfg, "chat", tok) != key and cache.load(path, "other") is None

@@ -121,6 +121,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(test_model_dir, tiny_co
     again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"resuming from {out / 'checkpoint-2'} (step 2)" in again.stderr
+    assert f"tokenized data read from {out / 'tokenized.npz'}" in again.stderr  # not tokenised twice
     assert "trained 4 steps (resumed at step 2)" in again.stdout
     log = read_log(out / LOSS_LOG)
     resume = next(i for i, r in enumerate(log) if r.get("event") == "resume")

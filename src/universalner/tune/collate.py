@@ -61,12 +61,28 @@ def answer_shift(template: Template) -> int:
 
 def target_spans(template: Template, conv: Conversation, shift: int) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans that carry the loss, one per answer."""
-    text, spans = "", []
+    text, spans, _ = render_with_pairs(template, conv, shift)
+    return text, spans
+
+
+def render_with_pairs(
+    template: Template, conv: Conversation, shift: int
+) -> tuple[str, list[tuple[int, int]], list[int]]:
+    """(text, target spans, pair ends): ``text[:ends[k - 1]]`` renders the first ``k`` pairs.
+
+    A pair ends after its answer and the whitespace the layout puts after an answer (the chat
+    layout's newline after the end-of-turn token); both templates render incrementally, so a
+    prefix of the rendering is the rendering of the shorter conversation (the tests check it).
+    """
+    text, spans, ends = "", [], []
     for seg in template.segments(conv):
         if seg.target:
             spans.append((len(text) - shift, len(text) + len(seg.text)))
+            ends.append(len(text) + len(seg.text))
+        elif ends and ends[-1] == len(text) and not seg.text.strip():
+            ends[-1] += len(seg.text)
         text += seg.text
-    return text, spans
+    return text, spans, ends
 
 
 def _tokenize(tokenizer: Any, text: str, offsets: bool):
@@ -132,14 +148,13 @@ class Encoder:
 
     def encode(self, conv: Conversation) -> Encoded | None:
         """Ids and labels; trailing pairs dropped to fit ``max_length``; None if no pair fits."""
-        ids, labels, _ = self.ids_and_spans(conv)
+        text, spans, ends = render_with_pairs(self.template, conv, self.shift)
+        ids, labels = self.labeler(self.tokenizer, text, spans)
         if len(ids) <= self.max_length:
-            return Encoded(ids, labels, len(conv.questions))
-        # how many answers end within the limit: count target runs in the first max_length labels
-        fit = _answers_within(labels, self.max_length)
-        for k in range(fit, 0, -1):
-            cut = Conversation(conv.text, conv.questions[:k], conv.answers[:k], conv.dataset)
-            ids, labels, _ = self.ids_and_spans(cut)
+            return Encoded(ids, labels, len(spans))
+        # the answers that end within the limit; re-tokenise that prefix (a token may straddle the cut)
+        for k in range(_answers_within(labels, self.max_length), 0, -1):
+            ids, labels = self.labeler(self.tokenizer, text[: ends[k - 1]], spans[:k])
             if len(ids) <= self.max_length:
                 return Encoded(ids, labels, k)
         return None
@@ -177,7 +192,7 @@ class Collator:
         mask = torch.zeros((len(features), longest), dtype=torch.long)
         for row, f in enumerate(features):
             n = len(f["input_ids"])
-            ids[row, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
-            labels[row, :n] = torch.tensor(f["labels"], dtype=torch.long)
+            ids[row, :n] = torch.as_tensor(f["input_ids"]).long()
+            labels[row, :n] = torch.as_tensor(f["labels"]).long()
             mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -125,7 +125,7 @@ def choose_layout(requested: str, tokenizer: Any, location: Any) -> str:
 
 
 # --- the output folder ---------------------------------------------------------------------------
-def prepare_output(cfg: TuneConfig) -> tuple[int, Path] | None:
+def prepare_output(cfg: TuneConfig, remove_partial: bool = True) -> tuple[int, Path] | None:
     """Check the output folder against ``--resume``; the checkpoint to resume from, if any."""
     from .progress import last_checkpoint
 
@@ -153,12 +153,13 @@ def prepare_output(cfg: TuneConfig) -> tuple[int, Path] | None:
                 f"--resume in {out}: the settings differ from the run being resumed ({diff}); "
                 "use the same settings, or a new --output"
             )
-    return last_checkpoint(out, remove_partial=True)
+    return last_checkpoint(out, remove_partial=remove_partial)
 
 
 # --- data ----------------------------------------------------------------------------------------
-def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dict], int, int]:
-    """Training features; (features, conversations truncated, conversations dropped)."""
+def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dict], dict[str, int]]:
+    """Training features (numpy int32 ids and labels) and counts of truncated and dropped ones."""
+    import numpy as np
     from tqdm.auto import tqdm
 
     feats, truncated, dropped = [], 0, 0
@@ -169,8 +170,39 @@ def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dic
             dropped += 1
             continue
         truncated += enc.pairs < len(ex.conversation.questions)
-        feats.append({"input_ids": enc.input_ids, "labels": enc.labels})
-    return feats, truncated, dropped
+        feats.append(
+            {"input_ids": np.asarray(enc.input_ids, np.int32), "labels": np.asarray(enc.labels, np.int32)}
+        )
+    return feats, {"conversations": len(examples), "truncated": truncated, "dropped": dropped}
+
+
+def training_features(cfg: TuneConfig, tok: Any, layout: str, args: Any) -> tuple[list[dict], dict[str, int]]:
+    """The tokenised training set: from the output folder's cache, else read, checked and encoded.
+
+    On a cache miss every process reads and checks the data (so bad data fails everywhere at once),
+    then the main process encodes and writes the cache while the others wait and read it.
+    """
+    from . import cache
+
+    out = Path(cfg.output)
+    key = cache.fingerprint(cfg, layout, tok)
+    path = out / cache.CACHE_FILE
+    got = cache.load(path, key)
+    if got is not None:
+        say(f"tokenized data read from {path}")
+        return got
+    examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
+    if not examples:
+        raise DataError("the training data holds no conversation with a question")
+    with args.main_process_first(desc="tokenizing"):
+        got = cache.load(path, key) if args.process_index != 0 else None
+        if got is not None:
+            return got
+        feats, stats = encode_examples(examples, Encoder(tok, get_template(layout, tok), cfg.max_length))
+        if feats and args.process_index == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            cache.save(path, key, feats, stats)
+    return feats, stats
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -274,29 +306,30 @@ def run(cfg: TuneConfig) -> TuneResult:
             f"--base-model {cfg.base_model} is a LoRA adapter; give the model it was trained on "
             "(its adapter_config.json names it), or merge the adapter into it first"
         )
-    resume_from = prepare_output(cfg)
+    args = training_arguments(cfg)  # sets up the process group under `accelerate launch`
+    main = args.process_index == 0
+    # every process checks the folder before the main one writes to it (or removes a half checkpoint)
+    resume_from = prepare_output(cfg, remove_partial=False)
+    args.distributed_state.wait_for_everyone()
+    if main:
+        prepare_output(cfg, remove_partial=True)
 
     # data first: a bad file fails before minutes of model loading
     tok = AutoTokenizer.from_pretrained(str(location))
     layout = choose_layout(cfg.template, tok, location)
-    template = get_template(layout, tok)
     t0 = time.time()
-    examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
-    if not examples:
-        raise DataError("the training data holds no conversation with a question")
-    encoder = Encoder(tok, template, cfg.max_length)
-    feats, truncated, dropped = encode_examples(examples, encoder)
+    feats, stats = training_features(cfg, tok, layout, args)
     if not feats:
         raise DataError(
             f"no conversation fits in --max-length {cfg.max_length} tokens with even one question; "
             "raise --max-length"
         )
     n_tokens = sum(len(f["input_ids"]) for f in feats)
-    n_target = sum(sum(1 for x in f["labels"] if x != -100) for f in feats)
+    n_target = sum(int((f["labels"] != -100).sum()) for f in feats)
     say(
-        f"{len(feats)} conversations ({truncated} truncated to whole question/answer pairs, {dropped} "
-        f"too long even for one pair), {n_tokens} tokens, {n_target} with loss; layout {layout!r}; "
-        f"{time.time() - t0:.1f}s"
+        f"{len(feats)} conversations ({stats['truncated']} truncated to whole question/answer pairs, "
+        f"{stats['dropped']} too long even for one pair), {n_tokens} tokens, {n_target} with loss; "
+        f"layout {layout!r}; {time.time() - t0:.1f}s"
     )
 
     model, tok = load_for_training(cfg, location)
@@ -308,7 +341,6 @@ def run(cfg: TuneConfig) -> TuneResult:
     out.mkdir(parents=True, exist_ok=True)
     log = out / LOSS_LOG
     record = _record(cfg, layout, tok)
-    main = int(os.environ.get("RANK", "0")) == 0
     if main:
         (out / CONFIG_FILE).write_text(json.dumps(asdict(cfg) | cfg.fixed(), indent=2, default=str))
         if resume_from is not None:
@@ -324,7 +356,7 @@ def run(cfg: TuneConfig) -> TuneResult:
 
     trainer = Trainer(
         model=model,
-        args=training_arguments(cfg),
+        args=args,
         train_dataset=feats,
         data_collator=Collator(tok.pad_token_id),
         processing_class=tok,
@@ -345,7 +377,7 @@ def run(cfg: TuneConfig) -> TuneResult:
         resumed_from=resume_from[0] if resume_from else None,
         train_loss=getattr(result, "training_loss", None),
         examples=len(feats),
-        truncated=truncated,
-        dropped=dropped,
+        truncated=stats["truncated"],
+        dropped=stats["dropped"],
         loss_png=png,
     )
