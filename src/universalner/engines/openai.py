@@ -172,7 +172,9 @@ class OpenAIEngine(Engine):
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}, not {endpoint!r}")
         if grammar_field not in ("auto", *GRAMMAR_FIELDS):
-            raise ValueError(f"grammar_field must be 'auto' or one of {GRAMMAR_FIELDS}, not {grammar_field!r}")
+            raise ValueError(
+                f"grammar_field must be 'auto' or one of {GRAMMAR_FIELDS}, not {grammar_field!r}"
+            )
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive integer, not {max_concurrency!r}")
         self.client = client
@@ -370,7 +372,10 @@ def _check_server(client: Any, base_url: str, served: str, explicit: bool) -> tu
         return served, None  # a server without /models: trust the name
     if not ids or served in ids:
         return served, owners.get(served)
-    if not explicit and len(ids) == 1 and _same_file(served, ids[0]):
+    if not explicit and len(ids) == 1 and (_same_file(served, ids[0]) or Path(served).expanduser().exists()):
+        # a local student given for its tokenizer, and a server with one model: that one is the student
+        if not _same_file(served, ids[0]):
+            log.info("the server at %s serves one model, %r: using it for %s", base_url, ids[0], served)
         return ids[0], owners.get(ids[0])
     raise ServerError(
         f"the server at {base_url} does not serve {served!r}; it serves {ids}. "
