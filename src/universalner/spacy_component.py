@@ -29,7 +29,7 @@ from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.scorer import Scorer, get_ner_prf
 from spacy.tokens import Doc, Span, SpanGroup
-from spacy.training import Example, validate_examples
+from spacy.training import Example, validate_examples, validate_get_examples
 
 from .entity import Entity
 
@@ -500,12 +500,6 @@ def _copy_labels(labels: Any) -> list[str] | dict[str, str] | None:
 
 def _raise(e: Exception) -> None:
     raise e
-
-
-def validate_get_examples(get_examples: Any, method: str) -> None:
-    from spacy.training import validate_get_examples as _validate
-
-    _validate(get_examples, method)
 
 
 # --------------------------------------------------------------------------------- the factory
