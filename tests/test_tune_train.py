@@ -130,6 +130,14 @@ def test_resume_after_kill_continues_from_the_checkpoint(test_model_dir, tiny_co
     assert [r["step"] for r in log[:resume] if "loss" in r][:2] == [1, 2]
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
     assert (out / "adapter_config.json").is_file()
+    # resuming a finished run trains nothing more (the Trainer alone would take one more step)
+    (out / "adapter_model.safetensors").unlink()  # as if killed after the last checkpoint, before saving
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "already finished at step 4" in done.stderr, done.stderr
+    assert (out / "adapter_model.safetensors").read_bytes() == (
+        out / "checkpoint-4" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert max(r["step"] for r in read_log(out / LOSS_LOG)) == 4
     # the same settings are required to resume; a run in the folder is not overwritten silently
     same = config_from_args(build_parser().parse_args(list(map(str, args[3:]))))
     with pytest.raises(ValueError, match="--resume"):

@@ -6,6 +6,7 @@ Runs unchanged under ``accelerate launch -m universalner.tune ...`` (see docs/tu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..loading import ModelNotFoundError
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelNotFoundError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":  # one line from a multi-process run
+        return 0
     print(
         f"trained {result.global_step} steps"
         + (f" (resumed at step {result.resumed_from})" if result.resumed_from is not None else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -156,6 +157,32 @@ def prepare_output(cfg: TuneConfig, remove_partial: bool = True) -> tuple[int, P
     return last_checkpoint(out, remove_partial=remove_partial)
 
 
+def finished_at(cfg: TuneConfig, ckpt: Path) -> int | None:
+    """The step a resumed run already ended at, or None if it has steps left.
+
+    The Trainer checks for the end only after a step, so resuming a finished run would train one
+    step more; a run is finished when its checkpoint reached ``--max-steps``, or, training by
+    epochs, the planned steps of the same number of epochs.
+    """
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    step = int(state.get("global_step", 0))
+    if cfg.max_steps and cfg.max_steps > 0:
+        return step if step >= cfg.max_steps else None
+    planned = state.get("max_steps")
+    same_plan = float(state.get("num_train_epochs", -1)) == float(cfg.epochs)
+    return step if planned and step >= int(planned) and same_plan else None
+
+
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
+
+
+def export_checkpoint(ckpt: Path, out: Path) -> None:
+    """Make the output folder's weights those of ``ckpt`` (what ``save_model`` would have written)."""
+    for f in ckpt.iterdir():
+        if f.is_file() and f.name not in _TRAINING_STATE and not f.name.startswith("rng_state"):
+            shutil.copy2(f, out / f.name)
+
+
 # --- data ----------------------------------------------------------------------------------------
 def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dict], dict[str, int]]:
     """Training features (numpy int32 ids and labels) and counts of truncated and dropped ones."""
@@ -249,6 +276,16 @@ def training_arguments(cfg: TuneConfig):
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
+    fields = TrainingArguments.__dataclass_fields__
+    extra: dict[str, Any] = {}
+    # transformers 5 folds warmup_ratio into warmup_steps (a float below 1 is a fraction of all steps)
+    extra["warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"] = cfg.warmup_ratio
+    if cfg.gradient_checkpointing:  # renamed activation_checkpointing in transformers 5
+        name = (
+            "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+        )
+        extra[name] = True
+        extra[f"{name}_kwargs"] = {"use_reentrant": False}
     return TrainingArguments(
         output_dir=cfg.output,
         num_train_epochs=cfg.epochs,
@@ -257,7 +294,6 @@ def training_arguments(cfg: TuneConfig):
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of all steps
         weight_decay=0.0,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
@@ -269,11 +305,10 @@ def training_arguments(cfg: TuneConfig):
         report_to="none",
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **extra,
     )
 
 
@@ -295,7 +330,12 @@ def _record(cfg: TuneConfig, layout: str, tok: Any) -> dict[str, Any]:
 def run(cfg: TuneConfig) -> TuneResult:
     """Train a student as configured; see the module docstring."""
     cfg.check()
+    import warnings
+
     from transformers import AutoTokenizer, Trainer
+
+    # peft looks for a config.json next to the base to see if the vocabulary changed; a .gguf base has none
+    warnings.filterwarnings("ignore", message="Could not find a config file in .*gguf")
 
     from .progress import LOSS_LOG, LOSS_PNG, LossLog, RecordCheckpoints, append_log, plot_loss, trim_log
 
@@ -313,6 +353,17 @@ def run(cfg: TuneConfig) -> TuneResult:
     args.distributed_state.wait_for_everyone()
     if main:
         prepare_output(cfg, remove_partial=True)
+
+    done = finished_at(cfg, resume_from[1]) if resume_from is not None else None
+    if done is not None:  # e.g. the crash came after the last checkpoint: only the saving is left
+        png = None
+        if main:
+            export_checkpoint(resume_from[1], out)
+            png = plot_loss(out / LOSS_LOG, out / LOSS_PNG)
+        say(
+            f"the run in {out} already finished at step {done}; its output is taken from {resume_from[1].name}"
+        )
+        return TuneResult(out, done, done, None, 0, 0, 0, png)
 
     # data first: a bad file fails before minutes of model loading
     tok = AutoTokenizer.from_pretrained(str(location))
