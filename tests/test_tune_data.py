@@ -160,3 +160,31 @@ def test_supervised_errors_and_mixing(tmp_path, shared_data):
     mixed = load_examples([conv], [("bc5cdr", shared_data / "bc5cdr" / "devel.tsv")], seed=0)
     assert [ex.id for ex in mixed[:2]] == ["a", "b"]  # the record without a question is left out
     assert all(ex.conversation.dataset == "bc5cdr" for ex in mixed[2:]) and len(mixed) > 100
+
+
+def test_labels_map_file_overrides_the_builtin_names(tmp_path, shared_data):
+    path = shared_data / "crossner" / "politics" / "train.txt"
+    override = tmp_path / "labels.json"
+    override.write_text(json.dumps({"crossner_politics": {"politicalparty": "party", "event": None}}))
+    (first, *_) = supervised_examples("crossner_politics", path, override)
+    assert "party" in first.conversation.questions
+    assert (
+        "political party" not in first.conversation.questions and "event" not in first.conversation.questions
+    )
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path, test_model_dir, capsys):
+    from universalner.tune.__main__ import main
+
+    records = json.loads(json.dumps(GOOD))
+    records[1]["conversations"][2]["value"] = "List the chemicals."
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(records, indent=1))
+    code = main(["--base-model", str(test_model_dir), "--data", str(bad), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = (
+        next(i for i, x in enumerate(json.dumps(records, indent=1).splitlines(), 1) if '"id": "b"' in x) - 1
+    )
+    assert f"error: {bad}:{line}: record 1 (id 'b'): conversations[2]" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out" / "tune_config.json").exists()

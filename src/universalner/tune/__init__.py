@@ -2,7 +2,8 @@
 
 ``data`` reads conversation JSON and supervised NER sets, ``collate`` turns conversations into
 loss-masked token ids, ``train`` runs LoRA / QLoRA / full fine-tuning with checkpoints, and
-``progress`` keeps the loss log, the loss curve and the checkpoint bookkeeping.
+``progress`` keeps the loss log and the loss curve, ``checkpoints`` finds where to resume and
+``cache`` keeps the tokenised data.
 """
 
 from .collate import Collator, Encoded, Encoder

@@ -1,6 +1,7 @@
-"""What a training run leaves on disk besides weights: the loss log, the loss curve, checkpoints.
+"""What a training run leaves on disk besides weights: the loss log and the loss curve.
 
-The loss log is JSON lines (``loss_log.jsonl``), one object per logging step, plus ``event``
+The loss log is JSON lines (``loss_log.jsonl``), one object per logging step (with the seconds
+since this process began training, so step times can be read off), plus ``event``
 lines for a start, a resume and the end, so a crashed and resumed run reads as one history.
 """
 
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from transformers import TrainerCallback
 
 LOSS_LOG = "loss_log.jsonl"
 LOSS_PNG = "loss.png"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
@@ -51,11 +50,19 @@ class LossLog(TrainerCallback):
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.t0 = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        rec: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        rec: dict[str, Any] = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "elapsed_s": round(time.time() - self.t0, 2),  # since this process began training
+        }
         if "loss" in logs:
             for key in ("loss", "learning_rate", "grad_norm"):
                 if key in logs:
@@ -104,33 +111,3 @@ def plot_loss(log: Path, png: Path) -> Path | None:
     fig.savefig(png)
     plt.close(fig)
     return png
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-def checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the ``checkpoint-N`` folders, oldest first."""
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))]
-    return sorted(found)
-
-
-def is_complete(ckpt: Path) -> bool:
-    """The Trainer writes ``trainer_state.json`` last: a checkpoint with a readable one is whole."""
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_checkpoint(folder: Path, remove_partial: bool = False) -> tuple[int, Path] | None:
-    """The newest complete checkpoint; newer, half-written ones (a kill during saving) are removed."""
-    complete = None
-    for step, path in reversed(checkpoints(folder)):
-        if is_complete(path):
-            complete = (step, path)
-            break
-        if remove_partial:
-            shutil.rmtree(path, ignore_errors=True)
-    return complete

@@ -84,9 +84,18 @@ class TuneConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
     def fixed(self) -> dict[str, Any]:
+        """The settings a resume must repeat, with paths made absolute (``./x`` and ``x`` agree)."""
         d = json.loads(json.dumps(asdict(self)))  # tuples -> lists, as read back from disk
         d["lr"] = self.learning_rate
+        d["base_model"] = base_reference(self.base_model)
+        d["data"] = [_absolute(p) for p in self.data]
+        d["supervised"] = [[name, _absolute(p)] for name, p in self.supervised]
+        d["labels_map"] = _absolute(self.labels_map) if self.labels_map else None
         return {k: d[k] for k in _FIXED_ON_RESUME}
+
+
+def _absolute(path: str) -> str:
+    return str(Path(os.path.expanduser(str(path))).resolve())
 
 
 @dataclass
@@ -128,7 +137,7 @@ def choose_layout(requested: str, tokenizer: Any, location: Any) -> str:
 # --- the output folder ---------------------------------------------------------------------------
 def prepare_output(cfg: TuneConfig, remove_partial: bool = True) -> tuple[int, Path] | None:
     """Check the output folder against ``--resume``; the checkpoint to resume from, if any."""
-    from .progress import last_checkpoint
+    from .checkpoints import last_checkpoint
 
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
@@ -203,27 +212,22 @@ def encode_examples(examples: list[Example], encoder: Encoder) -> tuple[list[dic
     return feats, {"conversations": len(examples), "truncated": truncated, "dropped": dropped}
 
 
-def training_features(cfg: TuneConfig, tok: Any, layout: str, args: Any) -> tuple[list[dict], dict[str, int]]:
-    """The tokenised training set: from the output folder's cache, else read, checked and encoded.
+def training_features(
+    cfg: TuneConfig, examples: list[Example], tok: Any, layout: str, args: Any
+) -> tuple[list[dict], dict[str, int]]:
+    """The tokenised training set: from the output folder's cache, else encoded (and cached).
 
-    On a cache miss every process reads and checks the data (so bad data fails everywhere at once),
-    then the main process encodes and writes the cache while the others wait and read it.
+    The main process encodes and writes the cache while the others wait, then read it.
     """
     from . import cache
 
     out = Path(cfg.output)
     key = cache.fingerprint(cfg, layout, tok)
     path = out / cache.CACHE_FILE
-    got = cache.load(path, key)
-    if got is not None:
-        say(f"tokenized data read from {path}")
-        return got
-    examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
-    if not examples:
-        raise DataError("the training data holds no conversation with a question")
     with args.main_process_first(desc="tokenizing"):
-        got = cache.load(path, key) if args.process_index != 0 else None
+        got = cache.load(path, key)
         if got is not None:
+            say(f"tokenized data read from {path}")
             return got
         feats, stats = encode_examples(examples, Encoder(tok, get_template(layout, tok), cfg.max_length))
         if feats and args.process_index == 0:
@@ -330,15 +334,6 @@ def _record(cfg: TuneConfig, layout: str, tok: Any) -> dict[str, Any]:
 def run(cfg: TuneConfig) -> TuneResult:
     """Train a student as configured; see the module docstring."""
     cfg.check()
-    import warnings
-
-    from transformers import AutoTokenizer, Trainer
-
-    # peft looks for a config.json next to the base to see if the vocabulary changed; a .gguf base has none
-    warnings.filterwarnings("ignore", message="Could not find a config file in .*gguf")
-
-    from .progress import LOSS_LOG, LOSS_PNG, LossLog, RecordCheckpoints, append_log, plot_loss, trim_log
-
     out = Path(cfg.output)
     location = resolve_model(cfg.base_model)
     if isinstance(location, Path) and (location / "adapter_config.json").is_file():
@@ -346,6 +341,20 @@ def run(cfg: TuneConfig) -> TuneResult:
             f"--base-model {cfg.base_model} is a LoRA adapter; give the model it was trained on "
             "(its adapter_config.json names it), or merge the adapter into it first"
         )
+    prepare_output(cfg, remove_partial=False)  # a wrong --resume fails at once
+    # the data next, before torch is imported: a bad file fails in seconds, in every process
+    examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
+    if not examples:
+        raise DataError("the training data holds no conversation with a question")
+
+    import warnings
+
+    from transformers import AutoTokenizer, Trainer
+
+    from .progress import LOSS_LOG, LOSS_PNG, LossLog, RecordCheckpoints, append_log, plot_loss, trim_log
+
+    # peft looks for a config.json next to the base to see if the vocabulary changed; a .gguf base has none
+    warnings.filterwarnings("ignore", message="Could not find a config file in .*gguf")
     args = training_arguments(cfg)  # sets up the process group under `accelerate launch`
     main = args.process_index == 0
     # every process checks the folder before the main one writes to it (or removes a half checkpoint)
@@ -365,11 +374,10 @@ def run(cfg: TuneConfig) -> TuneResult:
         )
         return TuneResult(out, done, done, None, 0, 0, 0, png)
 
-    # data first: a bad file fails before minutes of model loading
     tok = AutoTokenizer.from_pretrained(str(location))
     layout = choose_layout(cfg.template, tok, location)
     t0 = time.time()
-    feats, stats = training_features(cfg, tok, layout, args)
+    feats, stats = training_features(cfg, examples, tok, layout, args)
     if not feats:
         raise DataError(
             f"no conversation fits in --max-length {cfg.max_length} tokens with even one question; "
