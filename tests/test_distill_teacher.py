@@ -60,7 +60,8 @@ def test_exhausted_retries_lose_nothing_and_a_rerun_finishes(passages, tmp_path)
 def test_a_teacher_that_is_down_stops_the_run(passages, tmp_path):
     with TeacherServer(fail_500=100) as server:
         cfg = fast(server.url, concurrency=2, max_retries=1, max_consecutive_failures=4)
-        with pytest.raises(TeacherError, match="4 passages in a row failed.*Rerun to resume"):
+        # with two calls in flight, one more passage may fail before the run notices: 4 or 5
+        with pytest.raises(TeacherError, match="[45] passages in a row failed.*Rerun to resume"):
             run_teacher(passages, tmp_path / "teacher.jsonl", cfg, progress=False)
         assert sum(server.stats()["calls"].values()) < len(passages) * 2
 
