@@ -163,7 +163,16 @@ class Choices:
     ids: list[int]
     states: list[State]
     max_dist: int = 0
+    #: position in ``ids`` -> the mention that token closes (to refuse repeats), and the set of them
+    closes: dict[int, bytes] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def closing(self) -> set[bytes]:
+        got = self.memo.get("_closing")
+        if got is None:
+            got = self.memo["_closing"] = set(self.closes.values())
+        return got
 
 
 class PassageGrammar:
@@ -274,44 +283,53 @@ class PassageGrammar:
         return self.text[e - st[2] : e]
 
     # -- tokens
-    def choices(self, st: State, blocked: bool = False, remaining: int | None = None) -> Choices:
-        """Tokens allowed in ``st``; ``blocked``: the mention may not close here (it would repeat)."""
+    def choices(
+        self, st: State, remaining: int | None = None, refused: frozenset[bytes] = frozenset()
+    ) -> Choices:
+        """Tokens allowed in ``st``: none that closes a mention in ``refused`` (repeats), and with
+        ``remaining``, only those after which the list can still close within that many tokens."""
         if st[0] == DONE:
             return self.end_choices
-        key = (st, blocked)
-        ch = self._choices.get(key)
+        ch = self._choices.get((st,))
         if ch is None:
-            ch = self._choices[key] = self._walk(st, blocked)
-        if remaining is not None and remaining < ch.max_dist:
-            fkey = (st, blocked, remaining)
-            fch = self._choices.get(fkey)
+            ch = self._choices[(st,)] = self._walk(st)
+        refused = frozenset(m for m in refused if m in ch.closing) if refused else refused
+        if refused or (remaining is not None and remaining < ch.max_dist):
+            rem = remaining if remaining is not None and remaining < ch.max_dist else None
+            key = (st, rem, refused)
+            fch = self._choices.get(key)
             if fch is None:
-                keep = [i for i, s in enumerate(ch.states) if self.dist(s) <= remaining]
+                keep = [
+                    i
+                    for i, s in enumerate(ch.states)
+                    if (rem is None or self.dist(s) <= rem) and ch.closes.get(i) not in refused
+                ]
                 fch = Choices([ch.ids[i] for i in keep], [ch.states[i] for i in keep])
+                fch.closes = {j: ch.closes[i] for j, i in enumerate(keep) if i in ch.closes}
                 fch.max_dist = max((self.dist(s) for s in fch.states), default=0)
-                self._choices[fkey] = fch
+                self._choices[key] = fch
             ch = fch
         return ch
 
-    def _walk(self, st: State, blocked: bool) -> Choices:
-        found: dict[int, State] = {}
-        stack = [(self.index.root, st, True)]
+    def _walk(self, st: State) -> Choices:
+        found: dict[int, tuple[State, bytes | None]] = {}
+        stack: list[tuple[Any, State, bytes | None]] = [(self.index.root, st, None)]
         while stack:
-            node, cur, first = stack.pop()
+            node, cur, closed = stack.pop()
             children = node[0]
             for b, nxt in self.moves(cur).items():
-                if first and blocked and b == QUOTE and cur[0] == MENTION:
-                    continue
                 child = children.get(b)
                 if child is None:
                     continue
+                now = self.mention(cur) if b == QUOTE and cur[0] == MENTION else closed
                 for tid in child[1]:
-                    found[tid] = nxt
+                    found[tid] = (nxt, now)
                 if child[0]:
-                    stack.append((child, nxt, False))
+                    stack.append((child, nxt, now))
         ids = sorted(found)
-        states = [found[i] for i in ids]
-        return Choices(ids, states, max((self.dist(s) for s in states), default=0))
+        states = [found[i][0] for i in ids]
+        closes = {j: found[i][1] for j, i in enumerate(ids) if found[i][1] is not None}
+        return Choices(ids, states, max((self.dist(s) for s in states), default=0), closes)
 
     def branch(self) -> Branch:
         return Branch(self)
@@ -335,10 +353,9 @@ class Branch:
     def allowed(self, remaining: int | None = None) -> Choices:
         """Tokens that may come next (never empty: falls back to closing rules, then to the end ids)."""
         g = self.grammar
-        st = self.state
-        blocked = st[0] == MENTION and g.mention(st) in self.used
-        for blk, rem in ((blocked, remaining), (False, remaining), (False, None)):
-            ch = g.choices(st, blk, rem)
+        refused = frozenset(self.used)
+        for rem, ref in ((remaining, refused), (remaining, frozenset()), (None, frozenset())):
+            ch = g.choices(self.state, rem, ref)
             if ch.ids:
                 return ch
         return g.end_choices

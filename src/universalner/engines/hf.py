@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,6 +227,8 @@ class HFEngine(Engine):
         self.path = path
         self.lookahead = max(0, int(lookahead))
         self.stats = EngineStats()
+        self._openings: dict[bool, Counter] = {False: Counter(), True: Counter()}  # answers' first tokens
+        self._heads: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # KV of shared prompt starts
         self._head: Any = False  # (decoder, lm_head) once looked up; None where logits need the full model
 
     @classmethod
@@ -372,13 +375,22 @@ class HFEngine(Engine):
             (idx, min(_common_prefix([enc[i] for i in idx]), min(len(enc[i]) for i in idx) - 1))
             for idx in members.values()
         ]
+        # chunks of at most max_batch branches; a passage's branches stay together unless it has more
+        # than that, and passages of similar prefix length go together (less padding)
         chunks: list[list[tuple[int, int]]] = [[]]
-        for u, (idx, _) in enumerate(units):
+        for u in sorted(range(len(units)), key=lambda u: units[u][1]):
+            idx = units[u][0]
+            if chunks[-1] and len(chunks[-1]) + len(idx) > self.max_batch:
+                chunks.append([])
             for i in idx:
                 if len(chunks[-1]) == self.max_batch:
                     chunks.append([])
                 chunks[-1].append((u, i))
         last_use = {u: c for c, chunk in enumerate(chunks) for u, _ in chunk}
+        # what every prompt of the call starts with (the system text): computed once, kept across calls
+        heads = [enc[idx[0]][:n] for idx, n in units]
+        shared = min(_common_prefix(heads), min(len(h) for h in heads)) if len(heads) > 1 else 0
+        shared = shared if shared >= 8 else 0
         grammars: dict[str, PassageGrammar] = {}
         if constrained:
             index = self.token_index()
@@ -389,9 +401,9 @@ class HFEngine(Engine):
         prefix_kv: dict[int, list[tuple[Any, Any]]] = {}
         with torch.inference_mode():
             for c, chunk in enumerate(chunks):
-                for u, _ in chunk:
-                    if u not in prefix_kv:
-                        prefix_kv[u] = self._prefill_prefix(enc[units[u][0][0]][: units[u][1]])
+                todo = list(dict.fromkeys(u for u, _ in chunk if u not in prefix_kv))
+                kvs = self._prefill_prefixes([enc[units[u][0][0]][: units[u][1]] for u in todo], shared)
+                prefix_kv.update(zip(todo, kvs, strict=True))
                 branches = [grammars[requests[i].passage].branch() for _, i in chunk] if constrained else None
                 gens = self._decode_chunk(chunk, enc, units, prefix_kv, max_new_tokens, branches, regions)
                 for (_, i), g in zip(chunk, gens, strict=True):
@@ -415,24 +427,31 @@ class HFEngine(Engine):
             self._fast_ok = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
         return self._fast_ok
 
-    def _encode_with_passages(self, requests: list[Request]) -> tuple[list[list[int]], list[tuple[int, int]]]:
-        """Each prompt's token ids (exactly as the plain path tokenizes it) and the token range its
-        passage occupies (the whole prompt where the tokenizer gives no offsets)."""
+    def _encode_with_passages(self, requests: list[Request]) -> tuple[list[list[int]], list[tuple]]:
+        """Each prompt's token ids (exactly as the plain path tokenizes it), the token range its passage
+        occupies (the whole prompt where the tokenizer gives no offsets), and where each of those
+        tokens starts in the passage (character offset -> token index)."""
         prompts = [r.prompt for r in requests]
         tok = self.tokenizer
         if not getattr(tok, "is_fast", False):
             enc = tok(prompts, add_special_tokens=False)["input_ids"]
-            return enc, [(0, len(e)) for e in enc]
+            return enc, [(0, len(e), {}) for e in enc]
         got = tok(prompts, add_special_tokens=False, return_offsets_mapping=True)
         regions = []
         for r, ids, offs in zip(requests, got["input_ids"], got["offset_mapping"], strict=True):
             start = r.prompt.rfind(r.passage) if r.passage else -1
             if start < 0:
-                regions.append((0, len(ids)))
+                regions.append((0, len(ids), {}))
                 continue
             end = start + len(r.passage)
             inside = [k for k, (a, b) in enumerate(offs) if a >= start and b <= end and b > a]
-            regions.append((inside[0], inside[-1] + 1) if inside else (0, len(ids)))
+            if not inside:
+                regions.append((0, len(ids), {}))
+                continue
+            at_char: dict[int, int] = {}
+            for k in inside:
+                at_char.setdefault(offs[k][0] - start, k)
+            regions.append((inside[0], inside[-1] + 1, at_char))
         return got["input_ids"], regions
 
     def _split_head(self):
@@ -476,20 +495,75 @@ class HFEngine(Engine):
         )
         return res.logits[:, -keep:, :].to(dtype=torch.float32)
 
-    def _prefill_prefix(self, ids: list[int]) -> list[tuple[Any, Any]]:
-        """The KV cache of one shared prefix, as (keys, values) per layer, batch 1."""
-        import torch
+    def _prefill_prefixes(self, seqs: list[list[int]], shared: int = 0) -> list[list[tuple[Any, Any]]]:
+        """The KV caches of passage prefixes, computed as one batch: (keys, values) per layer for each
+        prefix, batch 1, no padding ([] for an empty prefix).
 
-        if not ids:
-            return []
+        The first ``shared`` tokens are the same in every prefix: their cache is computed once (and
+        kept on the engine for later calls); each prefix's remainder runs on top of it, left-padded.
+        """
+        import torch
         from transformers import DynamicCache
 
+        out: list[list[tuple[Any, Any]]] = [[] for _ in seqs]
+        head = self._head_cache(seqs[0][:shared]) if shared and seqs else []
+        rows = [b for b, s in enumerate(seqs) if len(s) > shared]
+        for b, s in enumerate(seqs):
+            if s and len(s) <= shared:
+                out[b] = head
+        if not rows:
+            return out
+        width = max(len(seqs[b]) - shared for b in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        attn[:, :shared] = 1
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, b in enumerate(rows):
+            rest = seqs[b][shared:]
+            ids[r, width - len(rest) :] = torch.tensor(rest)
+            attn[r, shared + width - len(rest) :] = 1
+            pos[r, width - len(rest) :] = torch.arange(shared, shared + len(rest))
         cache = DynamicCache(config=self.model.config)
-        x = torch.tensor([ids], device=self.device)
-        self._forward(x, torch.ones_like(x), None, cache, hidden=self._split_head() is not None)
-        self.stats.prefill_tokens += len(ids)
-        self.stats.prefill_slots += len(ids)
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        for layer, (k, v) in zip(cache.layers, head, strict=False):
+            layer.update(
+                k.expand(len(rows), -1, -1, -1).contiguous(), v.expand(len(rows), -1, -1, -1).contiguous()
+            )
+        dev = self.device
+        self._forward(ids.to(dev), attn.to(dev), pos.to(dev), cache, hidden=self._split_head() is not None)
+        self.stats.prefill_tokens += sum(len(seqs[b]) - shared for b in rows)
+        self.stats.prefill_slots += len(rows) * width
+        for r, b in enumerate(rows):
+            n = len(seqs[b]) - shared
+            kv = []
+            for li, layer in enumerate(cache.layers):
+                k = layer.keys[r : r + 1, :, shared + width - n :]
+                v = layer.values[r : r + 1, :, shared + width - n :]
+                if shared:
+                    k = torch.cat([head[li][0], k], 2)
+                    v = torch.cat([head[li][1], v], 2)
+                kv.append((k, v))
+            out[b] = kv
+        return out
+
+    def _head_cache(self, ids: list[int]) -> list[tuple[Any, Any]]:
+        """The KV cache of a prompt start shared by all passages (the system text), computed once per
+        distinct start and kept (the last four)."""
+        import torch
+        from transformers import DynamicCache
+
+        key = tuple(ids)
+        got = self._heads.pop(key, None)
+        if got is None:
+            cache = DynamicCache(config=self.model.config)
+            x = torch.tensor([ids], device=self.device)
+            self._forward(x, torch.ones_like(x), None, cache, hidden=self._split_head() is not None)
+            self.stats.prefill_tokens += len(ids)
+            self.stats.prefill_slots += len(ids)
+            got = [(layer.keys, layer.values) for layer in cache.layers]
+        self._heads[key] = got  # most recent last
+        while len(self._heads) > 4:
+            self._heads.pop(next(iter(self._heads)))
+        return got
 
     def _kv_slot(self) -> int:
         """Bytes of KV cache per token per sequence."""
@@ -550,30 +624,38 @@ class HFEngine(Engine):
         sufs = [enc[i][n:] for (_, i), n in zip(chunk, plens, strict=True)]
         s_max = max(len(s) for s in sufs)
         nb = len(chunk)
-        ids = torch.full((nb, s_max), self.tokenizer.pad_token_id, dtype=torch.long)
-        attn = torch.zeros((nb, width + s_max), dtype=torch.long)
-        pos = torch.zeros((nb, s_max), dtype=torch.long)
+        # the answer's usual opening (e.g. `[` `]`) rides along as a draft: a branch whose answer is
+        # `[]` is then finished by this one forward
+        opening = self._openings[constrained].most_common(1) if self.lookahead else []
+        opening = list(opening[0][0]) if opening and opening[0][1] >= 2 else []
+        d = len(opening)
+        ids = torch.full((nb, s_max + d), self.tokenizer.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((nb, width + s_max + d), dtype=torch.long)
+        pos = torch.zeros((nb, s_max + d), dtype=torch.long)
         for b, (s, n) in enumerate(zip(sufs, plens, strict=True)):
-            ids[b, s_max - len(s) :] = torch.tensor(s)
+            ids[b, s_max - len(s) :] = torch.tensor(s + opening)
             attn[b, width - n : width] = 1
             attn[b, width + s_max - len(s) :] = 1
-            pos[b, s_max - len(s) :] = torch.arange(n, n + len(s))
+            pos[b, s_max - len(s) :] = torch.arange(n, n + len(s) + d)
         ids, attn, pos = ids.to(dev), attn.to(dev), pos.to(dev)
         cache = self._branch_cache(chunk, units, prefix_kv, width)
-        out = self._forward(ids, attn, pos, cache, hidden)
+        out = self._forward(ids, attn, pos, cache, hidden, keep=1 + d)
         self.stats.prefill_tokens += sum(len(s) for s in sufs)
         self.stats.prefill_slots += nb * s_max
+        self.stats.decode_slots += nb * d
         slot = self._kv_slot()
         self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, nb * attn.shape[1] * slot)
         lookups = [
             _NgramLookup(enc[i], *regions[i], self.lookahead) if self.lookahead else None for _, i in chunk
         ]
         rows = list(range(nb))  # batch row -> branch
-        drafts: list[list[int]] = [[] for _ in range(nb)]  # what was fed after each row's pending token
-        last = pos[:, -1].clone()  # position id of each row's last valid token
+        drafts: list[list[int]] = [list(opening) for _ in range(nb)]  # fed after each row's pending token
+        # position id of each row's last valid token (with an opening draft, the last suffix token
+        # plays the pending token's part)
+        last = pos[:, -1 - d].clone() - (1 if d else 0)
         got_ids: list[list[int]] = [[] for _ in range(nb)]
         got_lps: list[list[float]] = [[] for _ in range(nb)]
-        block_fed = False  # False right after the prefill: no pending token has been fed yet
+        block_fed = d > 0  # False: nothing fed beyond the prompt yet
         while True:
             lse = None if hidden else torch.logsumexp(out, -1)
             top = None if hidden else out.argmax(-1).tolist()
@@ -634,7 +716,8 @@ class HFEngine(Engine):
                 )
                 for b in rows
             ]
-            w = 1 + max(len(d) for d in drafts)
+            w = _block_width([len(d) for d in drafts])
+            drafts = [d[: w - 1] for d in drafts]
             x = torch.full((len(rows), w), self.tokenizer.pad_token_id, dtype=torch.long)
             block = torch.zeros((len(rows), w), dtype=torch.long)
             for r, b in enumerate(rows):
@@ -648,6 +731,9 @@ class HFEngine(Engine):
             block_fed = True
             self.stats.decode_slots += len(rows) * w
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, len(rows) * attn.shape[1] * slot)
+        for got in got_ids:
+            if got:
+                self._openings[constrained][tuple(got[:2])] += 1
         gens = []
         for b, (_, i) in enumerate(chunk):
             n_prompt = len(enc[i])
@@ -663,7 +749,19 @@ class HFEngine(Engine):
             return []
         # inside a mention the answer is certain to copy on, so one matching token is enough to draft
         in_mention = branch is not None and branch.state[0] == MENTION
-        draft = lookup.follow(got, min(self.lookahead, room), 1 if in_mention else 2)
+        draft = None
+        if in_mention:  # the grammar knows where in the passage the mention has got to
+            text = branch.grammar.text
+            for e in branch.state[1][:4]:
+                draft = lookup.at(
+                    len(text[:e].decode("utf-8", errors="ignore")), min(self.lookahead, room), 2
+                )
+                if draft:
+                    break
+        if not draft:
+            draft = lookup.follow(
+                got, min(self.lookahead, room), 1 if in_mention else 2, 2 if in_mention else 0
+            )
         if not draft:
             return draft
         keep = []
@@ -724,12 +822,16 @@ class _NgramLookup:
     full and halves after a miss, so prose that does not copy the passage costs little.
     """
 
-    def __init__(self, prompt: list[int], lo: int, hi: int, longest: int, max_n: int = 3):
+    def __init__(
+        self, prompt: list[int], lo: int, hi: int, at_char: dict[int, int], longest: int, max_n: int = 3
+    ):
         self.prompt = prompt
         self.hi = hi
+        self.at_char = at_char  # passage character offset -> the prompt token that starts there
         self.max_n = max_n
         self.longest = max(1, longest)
         self.k = max(1, longest // 2)
+        self.rest = 0
         self.where: dict[tuple[int, ...], int] = {}
         counts: dict[int, int] = {}
         for s in range(lo, hi):
@@ -740,16 +842,41 @@ class _NgramLookup:
                 if n > 1 or counts[gram[0]] == 1:
                     self.where.setdefault(gram, s + n)  # the first occurrence wins
 
-    def follow(self, got: list[int], room: int, min_n: int = 1) -> list[int]:
+    def at(self, char: int, room: int, floor: int = 0) -> list[int] | None:
+        """The prompt tokens from the one that starts at passage offset ``char``, if one does."""
+        t = self.at_char.get(char)
+        if t is None:
+            return None
+        return self.prompt[t : min(self.hi, t + min(max(self.k, floor), room))]
+
+    def follow(self, got: list[int], room: int, min_n: int = 1, floor: int = 0) -> list[int]:
+        """Up to ``room`` tokens; ``floor``: draft at least this many even after misses."""
+        k = max(self.k, floor)
+        if k == 0:  # drafts kept missing: rest a few tokens, then try one token again
+            self.rest -= 1
+            if self.rest > 0:
+                return []
+            k = self.k = 1
         for n in range(min(self.max_n, len(got)), min_n - 1, -1):
             at = self.where.get(tuple(got[-n:]))
             if at is not None:
-                return self.prompt[at : min(self.hi, at + min(self.k, room))]
+                return self.prompt[at : min(self.hi, at + min(k, room))]
         return []
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted:
-            self.k = min(self.longest, self.k * 2) if accepted == drafted else max(1, self.k // 2)
+            self.k = min(self.longest, max(self.k, 1) * 2) if accepted == drafted else self.k // 2
+            if self.k == 0:
+                self.rest = 8
+
+
+def _block_width(lengths: list[int]) -> int:
+    """Columns to feed per row: 1 + the draft length kept. Every row pays for the widest draft, so a
+    width is kept only where the drafts fill at least a third of the extra columns."""
+    for d in range(max(lengths, default=0), 0, -1):
+        if 3 * sum(min(n, d) for n in lengths) >= len(lengths) * d:
+            return 1 + d
+    return 1
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
