@@ -276,7 +276,7 @@ def parse_answer(output: str) -> list[str]:
 
 
 def _parse_list_at(s: str, i: int) -> list[str] | None:
-    end = _matching_bracket(s, i)
+    end = matching_bracket(s, i)
     if end is not None:
         chunk = s[i : end + 1]
         for loader in (json.loads, ast.literal_eval):
@@ -292,7 +292,8 @@ def _parse_list_at(s: str, i: int) -> list[str] | None:
     return items if items else ([] if s[i + 1 :].strip() == "" or s[i + 1 :].lstrip()[:1] in "\"'" else None)
 
 
-def _matching_bracket(s: str, i: int) -> int | None:
+def matching_bracket(s: str, i: int) -> int | None:
+    """Index of the ``]`` that closes the ``[`` at ``s[i]`` (quoted brackets skipped), or None."""
     depth, quote, esc = 0, None, False
     for j in range(i, len(s)):
         c = s[j]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..prompts import ACK, format_answer, passage_turn, question_turn
+from ..prompts import ACK, format_answer, matching_bracket, passage_turn, question_turn
 from .passages import Passage
 
 ELSE_TYPES = {
@@ -62,25 +62,10 @@ def _pairs_from_value(value: Any) -> list[tuple[str, str]] | None:
 
 def _first_list(s: str) -> str | None:
     """The first balanced ``[...]`` in ``s`` (quotes respected), or None."""
-    for start in (m.start() for m in re.finditer(r"\[", s)):
-        depth, quote, esc = 0, None, False
-        for j in range(start, len(s)):
-            c = s[j]
-            if quote:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == quote:
-                    quote = None
-            elif c in "\"'" and (j == 0 or not s[j - 1].isalnum()):
-                quote = c
-            elif c == "[":
-                depth += 1
-            elif c == "]":
-                depth -= 1
-                if depth == 0:
-                    return s[start : j + 1]
+    for m in re.finditer(r"\[", s):
+        end = matching_bracket(s, m.start())
+        if end is not None:
+            return s[m.start() : end + 1]
     return None
 
 
