@@ -5,7 +5,8 @@
     python benchmarks/bench_engines.py --quick --json   # 4 sentences x 2 types; last line: one JSON object
 
 Default model: the 135M test model (its GGUF for llama.cpp, the same weights dequantised to fp32 for
-transformers). Each engine runs in a process of its own, so "peak memory" is that process's maximum
+transformers). Every engine gets the same number of threads (``--threads``). Each engine runs in a process
+of its own, so "peak memory" is that process's maximum
 resident set (model, KV cache, Python and the libraries). Each engine answers one warm-up sentence
 first; the clock then covers ``predict`` over all sentences, every type asked about every sentence.
 Decoding is free (``--constrained`` for the library's constraint): the untuned test model answers in
@@ -45,16 +46,16 @@ def sentences(n: int) -> list[str]:
     return (FALLBACK * (n // len(FALLBACK) + 1))[:n]
 
 
-def load(engine: str, gguf: Path, threads: int | None, torch_threads: int | None):
+def load(engine: str, gguf: Path, threads: int | None):
     from universalner import UniversalNER
     from universalner.loading import gguf_to_folder
 
     if engine == "llama.cpp":
         return UniversalNER.from_pretrained(gguf, engine="llama.cpp", n_threads=threads)
-    if torch_threads:
+    if threads:
         import torch
 
-        torch.set_num_threads(torch_threads)
+        torch.set_num_threads(threads)
     folder = gguf_to_folder(gguf, progress=False)
     quant = "4bit" if engine == "transformers-4bit" else None
     return UniversalNER.from_pretrained(folder, quantization=quant, device="cpu")
@@ -63,7 +64,7 @@ def load(engine: str, gguf: Path, threads: int | None, torch_threads: int | None
 def worker(a: argparse.Namespace) -> None:
     """One engine in this process: load, warm up, time; print one JSON line."""
     t0 = time.perf_counter()
-    ner = load(a.worker, Path(a.gguf), a.llama_threads, a.torch_threads)
+    ner = load(a.worker, Path(a.gguf), a.threads)
     load_s = time.perf_counter() - t0
     ner.max_new_tokens = a.max_new_tokens
     texts = sentences(a.sentences)
@@ -101,10 +102,7 @@ def run(engine: str, a: argparse.Namespace) -> dict:
     ]
     if a.constrained:
         cmd.append("--constrained")
-    if a.llama_threads:
-        cmd += ["--llama-threads", str(a.llama_threads)]
-    if a.torch_threads:
-        cmd += ["--torch-threads", str(a.torch_threads)]
+    cmd += ["--threads", str(a.threads)]
     env = dict(os.environ, TQDM_DISABLE="1")
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -121,8 +119,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--constrained", action="store_true", help="the library's constrained decoding")
     p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {ENGINES}")
-    p.add_argument("--llama-threads", type=int, help="llama.cpp threads (default: half the cores)")
-    p.add_argument("--torch-threads", type=int, help="torch threads (default: torch's own, all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, len(os.sched_getaffinity(0)) // 2),
+        help="threads for every engine, so they compare like for like (default: half the cores, "
+        "llama.cpp's default); 0 leaves each engine its own default (torch: all cores)",
+    )
     p.add_argument("--quick", action="store_true", help="4 sentences, 2 types, 12 new tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--worker", help=argparse.SUPPRESS)

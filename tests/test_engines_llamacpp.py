@@ -10,7 +10,8 @@ import pytest
 llama_cpp = pytest.importorskip(
     "llama_cpp",
     reason="engine='llama.cpp' needs the optional extra: pip install 'universalner[llamacpp]' "
-    "(compiles llama.cpp); benchmarks/run_llamacpp_tests.sh installs it and runs these tests",
+    "(compiles llama.cpp for many minutes, so CI leaves it out); benchmarks/run_llamacpp_tests.sh "
+    "installs it and runs these tests",
 )
 
 from universalner import UniversalNER  # noqa: E402
@@ -69,8 +70,12 @@ def test_passages_share_their_prefix_and_batching_changes_nothing(lcpp):
     assert [(g.text, g.token_spans) for g in together] == [(g.text, g.token_spans) for g in alone]
     # each passage was evaluated once: its other questions only paid for their own tokens
     ids = [engine.prompt_tokens(r.prompt) for r in reqs]
-    shared = sum(_common(ids[i * k : (i + 1) * k]) * (k - 1) for i in range(len(TEXTS)))
-    assert stats.shared_tokens == shared > 2 * (k - 1) * 30
+    per_passage = [_common(ids[i * k : (i + 1) * k]) for i in range(len(TEXTS))]
+    # the system text before the passages: computed once for both passages
+    template = _common([ids[0][: per_passage[0] + 1], ids[k][: per_passage[1] + 1]])
+    assert template >= 20
+    shared = sum(n * (k - 1) for n in per_passage) + template
+    assert stats.shared_tokens == shared
     upper = sum(map(len, ids)) - shared + sum(len(g.token_spans) for g in together)
     assert upper - len(reqs) <= stats.tokens <= upper
     assert stats.decode_calls <= 2 + 10  # prefixes, suffixes, then one batch per step for all six

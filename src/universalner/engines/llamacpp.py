@@ -257,9 +257,11 @@ def _lit(ch: str) -> str:
 
 # ------------------------------------------------------------------ the engine
 INSTALL_HINT = (
-    "engine='llama.cpp' needs llama-cpp-python: pip install 'universalner[llamacpp]' "
-    "(it compiles llama.cpp, about 5 minutes on 2 cores)"
+    "engine='llama.cpp' needs llama-cpp-python >= 0.3.36: pip install 'universalner[llamacpp]' "
+    "(it compiles llama.cpp; CMAKE_ARGS=-DLLAVA_BUILD=OFF skips the image parts)"
 )
+#: the llama.cpp C API this engine calls (present from llama-cpp-python 0.3.36)
+_NEEDED = ("llama_memory_seq_cp", "llama_memory_clear", "llama_n_ctx_seq", "llama_set_adapters_lora")
 
 
 def _import_llama_cpp():
@@ -267,6 +269,9 @@ def _import_llama_cpp():
         import llama_cpp
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
+    missing = [f for f in _NEEDED if not hasattr(llama_cpp, f)]
+    if missing or not hasattr(llama_cpp.llama_context_params(), "kv_unified"):
+        raise ImportError(f"llama-cpp-python {llama_cpp.__version__} is too old ({missing}); {INSTALL_HINT}")
     quiet = logging.getLogger("llama-cpp-python")
     if quiet.level == logging.NOTSET:  # llama.cpp prints every tensor it loads unless told otherwise
         quiet.setLevel(logging.ERROR)
@@ -378,9 +383,7 @@ class LlamaCppEngine(Engine):
         self._model, self._ctx = model, ctx
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._finalizer = weakref.finalize(self, _free, llama_cpp, model, ctx, self._batch)
-        self.n_ctx = (
-            int(llama_cpp.llama_n_ctx_seq(ctx)) if hasattr(llama_cpp, "llama_n_ctx_seq") else int(n_ctx)
-        )
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(ctx))  # tokens each question may use
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self._mem = llama_cpp.llama_get_memory(ctx)
@@ -590,14 +593,21 @@ class LlamaCppEngine(Engine):
         c.llama_memory_clear(self._mem, True)
         grammars: dict[str, Any] = {}
         branches: list[_Branch] = []
-        prefill: list[tuple[int, int, int, bool]] = []
-        copies: list[tuple[int, int]] = []
-        shared_of: list[int] = []
-        for unit in wave:
-            shared = self._shared(unit, tokens)
+        shared = [self._shared(unit, tokens) for unit in wave]
+        # what every passage of the wave shares (the system text, "Text:"): once, copied to each owner;
+        # a piece of one token would take llama.cpp's one-row kernels and change the numbers, so never
+        common = (
+            _common_prefix([tokens[unit[0]][: shared[u]] for u, unit in enumerate(wave)])
+            if len(wave) > 1
+            else 0
+        )
+        if any(n - common == 1 for n in shared):
+            common -= 1
+        owners, copies, shared_of = [], [], []
+        for u, unit in enumerate(wave):
             owner = len(branches)
-            prefill += [(t, p, owner, False) for p, t in enumerate(tokens[unit[0]][:shared])]
-            self.stats.shared_tokens += shared * (len(unit) - 1)
+            owners.append(owner)
+            self.stats.shared_tokens += shared[u] * (len(unit) - 1) + (common if u else 0)
             for i in unit:
                 seq = len(branches)
                 if seq != owner:
@@ -611,8 +621,15 @@ class LlamaCppEngine(Engine):
                         grammars[passage] = PassageGrammar(self.token_index(), passage)
                     constraint = grammars[passage].branch()
                 branches.append(_Branch(i, seq, len(tokens[i]), constraint))
-                shared_of.append(shared)
-        self._decode(prefill)  # every passage once
+                shared_of.append(shared[u])
+        self._decode([(t, p, 0, False) for p, t in enumerate(tokens[wave[0][0]][:common])])
+        for owner in owners[1:]:
+            c.llama_memory_seq_cp(self._mem, 0, owner, -1, -1)
+        prefill = []  # then every passage once
+        for u, unit in enumerate(wave):
+            first = tokens[unit[0]]
+            prefill += [(first[p], p, owners[u], False) for p in range(common, shared[u])]
+        self._decode(prefill)
         for owner, seq in copies:
             c.llama_memory_seq_cp(self._mem, owner, seq, -1, -1)
         suffix = []
@@ -700,6 +717,16 @@ class LlamaStats:
     tokens: int = 0
     decode_calls: int = 0
     shared_tokens: int = 0
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(map(len, seqs))
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == seqs[0][k]:
+            k += 1
+        n = k
+    return n
 
 
 def _logsumexp(x, np) -> float:

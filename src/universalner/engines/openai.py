@@ -10,6 +10,7 @@ log-probabilities the server returns.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -58,6 +59,14 @@ def load_tokenizer(source: Any) -> Any:
 def _auto_tokenizer(model: str) -> Any:
     """The student's tokenizer when ``model`` names something local, else None (UniNER layout)."""
     path = Path(os.path.expanduser(model))
+    if (
+        path.is_dir()
+        and (path / "adapter_config.json").is_file()
+        and not (path / "tokenizer_config.json").is_file()
+    ):
+        # a LoRA adapter served by name (vLLM --lora-modules): its base model holds the tokenizer
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return _auto_tokenizer(base) if base else None
     if path.is_dir() or (path.suffix.lower() == ".gguf" and path.is_file()):
         return load_tokenizer(path)
     try:
@@ -307,20 +316,30 @@ class OpenAIEngine(Engine):
                     gen = self._chat(req, max_new_tokens, constrained)
         except openai.APIConnectionError as e:
             raise ServerError(f"lost the server at {self.client.base_url}: {e}") from e
-        except openai.BadRequestError as e:
+        except openai.APIStatusError as e:
             hint = ""
-            if constrained:
+            if constrained and e.status_code == 400:
                 hint = (
                     f" (constrained=True sends a GBNF grammar as {self.grammar_field!r}: llama.cpp servers take "
-                    "'grammar', vLLM 'guided_grammar' or, from 0.10, 'structured_outputs')"
+                    "'grammar', vLLM 'structured_outputs' (>= 0.11) or 'guided_grammar'; pass grammar_field=, "
+                    "or constrained=False for servers without grammars)"
                 )
-            raise ServerError(f"the server at {self.client.base_url} refused a request: {e}{hint}") from e
+            elif "logprobs" in str(e) or "logits_all" in str(e):
+                hint = " (llama-cpp-python's server gives logprobs only with --logits_all true; or pass logprobs=False)"
+            raise ServerError(
+                f"the server at {self.client.base_url} answered {e.status_code} to a request: {e}{hint}"
+            ) from e
         return _cut_at_stop(gen, self.stop)
 
     def generate(
         self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
     ) -> list[Generation]:
         requests = list(requests)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        for i, r in enumerate(requests):
+            if not isinstance(r, Request):
+                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
         if not requests:
             return []
         # the questions of one passage leave together, so the server's prefix cache sees them close
