@@ -33,7 +33,8 @@ FALLBACK = [
     "Apple hired Tim Cook in California.",
     "Angela Merkel led the Christian Democratic Union for eighteen years.",
 ]
-ENGINES = ("transformers-fp32", "transformers-4bit", "llama.cpp")
+ENGINES = ("transformers-fp32", "transformers-4bit", "llama.cpp", "transformers-fp32-plain")
+DEFAULT_ENGINES = ENGINES[:3]  # -plain: the reference path, one generate per question (for context)
 
 
 def sentences(n: int) -> list[str]:
@@ -58,7 +59,8 @@ def load(engine: str, gguf: Path, threads: int | None):
         torch.set_num_threads(threads)
     folder = gguf_to_folder(gguf, progress=False)
     quant = "4bit" if engine == "transformers-4bit" else None
-    return UniversalNER.from_pretrained(folder, quantization=quant, device="cpu")
+    path = "plain" if engine.endswith("-plain") else "fast"
+    return UniversalNER.from_pretrained(folder, quantization=quant, device="cpu", path=path)
 
 
 def worker(a: argparse.Namespace) -> None:
@@ -118,13 +120,13 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--constrained", action="store_true", help="the library's constrained decoding")
-    p.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {ENGINES}")
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES), help=f"comma-separated, of {ENGINES}")
     p.add_argument(
         "--threads",
         type=int,
-        default=max(1, len(os.sched_getaffinity(0)) // 2),
-        help="threads for every engine, so they compare like for like (default: half the cores, "
-        "llama.cpp's default); 0 leaves each engine its own default (torch: all cores)",
+        default=len(os.sched_getaffinity(0)),
+        help="threads for every engine, so they compare like for like (default: all cores, both "
+        "engines' own default); 0 leaves each engine its own default",
     )
     p.add_argument("--quick", action="store_true", help="4 sentences, 2 types, 12 new tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -153,13 +155,13 @@ def main() -> None:
         f"\n{a.sentences} sentences x {a.types} types, max_new_tokens={a.max_new_tokens}, "
         f"{'constrained' if a.constrained else 'free'} decoding, {os.cpu_count()} CPUs"
     )
-    print(f"{'engine':<20}{'sentences/s':>12}{'seconds':>10}{'peak MB':>10}{'load s':>9}{'threads':>9}")
+    print(f"{'engine':<26}{'sentences/s':>12}{'seconds':>10}{'peak MB':>10}{'load s':>9}{'threads':>9}")
     for name, r in results.items():
         if "error" in r:
-            print(f"{name:<20}  failed: {r['error']}")
+            print(f"{name:<26}  failed: {r['error']}")
             continue
         print(
-            f"{name:<20}{r['sentences_per_s']:>12.3f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>10.0f}"
+            f"{name:<26}{r['sentences_per_s']:>12.3f}{r['seconds']:>10.2f}{r['peak_rss_mb']:>10.0f}"
             f"{r['load_s']:>9.1f}{r['threads']:>9}"
         )
     summary: dict = {
@@ -181,6 +183,11 @@ def main() -> None:
         print(
             f"\nllama.cpp vs transformers fp32: {summary['llamacpp_vs_transformers']}x sentences/s "
             f"(goal >= 5x); identical answers: {summary['answers_equal_llamacpp_transformers']:.0%}"
+        )
+    plain = results.get("transformers-fp32-plain", {})
+    if "sentences_per_s" in plain and "sentences_per_s" in fast:
+        summary["llamacpp_vs_transformers_plain"] = round(
+            fast["sentences_per_s"] / plain["sentences_per_s"], 2
         )
     q4 = results.get("transformers-4bit", {})
     if "sentences_per_s" in q4 and "sentences_per_s" in fast:

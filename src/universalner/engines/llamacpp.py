@@ -265,10 +265,23 @@ _NEEDED = ("llama_memory_seq_cp", "llama_memory_clear", "llama_n_ctx_seq", "llam
 
 
 def _import_llama_cpp():
+    # llama.cpp's OpenMP threads spin at every barrier, and on a busy CPU a spinning thread that loses
+    # its core stalls the others: measured on 2 cores beside 3 busy processes, 2 threads decoded 13
+    # tokens/s spinning and 33 passive (1 thread: 40; on the idle machine 2 threads: 118 either way).
+    # OpenMP reads the policy once, when llama.cpp's libraries load; the variable is put back at once
+    # so that nothing else in the process (torch, child processes) sees it.
+    import sys
+
+    first = "llama_cpp" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ
+    if first:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         import llama_cpp
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
+    finally:
+        if first:
+            os.environ.pop("OMP_WAIT_POLICY", None)
     missing = [f for f in _NEEDED if not hasattr(llama_cpp, f)]
     if missing or not hasattr(llama_cpp.llama_context_params(), "kv_unified"):
         raise ImportError(f"llama-cpp-python {llama_cpp.__version__} is too old ({missing}); {INSTALL_HINT}")
@@ -361,10 +374,9 @@ class LlamaCppEngine(Engine):
         # (in a unified cache they do, by a few tenths of a nat on the test model), and attention reads
         # only the question's own cells
         cparams.kv_unified = False
-        # half the cores by default: llama.cpp's threads spin at every barrier, and on a busy machine a
-        # thread that loses its core stalls the rest (measured on 2 shared cores: 1 thread 4x faster than 2)
+        # every core this process may use (passive OpenMP waits keep that safe on a busy machine)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.threads = int(n_threads or max(1, cores // 2))
+        self.threads = int(n_threads or cores)
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.no_perf = True
         # llama.cpp's CPU flash attention gives a token different logits depending on how many cells it
