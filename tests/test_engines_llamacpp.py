@@ -12,6 +12,7 @@ llama_cpp = pytest.importorskip(
     reason="engine='llama.cpp' needs the optional extra: pip install 'universalner[llamacpp]' "
     "(compiles llama.cpp for many minutes, so CI leaves it out); benchmarks/run_llamacpp_tests.sh "
     "installs it and runs these tests",
+    exc_type=ImportError,
 )
 
 from universalner import UniversalNER  # noqa: E402

@@ -144,7 +144,9 @@ def test_uniner_layout_without_a_tokenizer(served):
 @pytest.fixture(scope="module")
 def llama_server(test_gguf, tmp_path_factory):
     pytest.importorskip(
-        "llama_cpp.server.app", reason="llama.cpp's server needs pip install 'llama-cpp-python[server]'"
+        "llama_cpp.server.app",
+        reason="llama.cpp's server needs pip install 'llama-cpp-python[server]' (see benchmarks/run_llamacpp_tests.sh)",
+        exc_type=ImportError,
     )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
