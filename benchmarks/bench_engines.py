@@ -39,7 +39,7 @@ DEFAULT_ENGINES = ENGINES[:3]  # -plain: the reference path, one generate per qu
 
 def sentences(n: int) -> list[str]:
     if DATA.is_file():
-        from universalner.evaluate.loaders import read_conll
+        from universalner.corpora import read_conll
 
         texts = [s.text for s in read_conll(DATA) if 40 <= len(s.text) <= 300]
         if len(texts) >= n:

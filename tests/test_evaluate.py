@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 
+from universalner.corpora.labels import builtin_key
 from universalner.evaluate import (
     BUILTIN,
     DataFormatError,
@@ -24,7 +25,6 @@ from universalner.evaluate import (
     strict_scores,
 )
 from universalner.evaluate.__main__ import main
-from universalner.evaluate.labels import builtin_key
 from universalner.evaluate.metrics import official_counts, reference_response
 from universalner.prompts import ACK
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_conll(shared_data, tmp_path_factory) -> Path:
     """The eight shortest annotated CrossNER politics training sentences, as a CoNLL file."""
-    from universalner.evaluate.loaders import read_conll
+    from universalner.corpora import read_conll
 
     sentences = [s for s in read_conll(shared_data / "crossner" / "politics" / "train.txt") if s.entities]
     chosen = sorted(sentences, key=lambda s: len(s.text))[:8]

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..prompts import ACK, format_answer, passage_turn, question_turn
+from .conll import Sentence, read_conll
 from .labels import asked_labels, label_map_for
-from .loaders import Record, Sentence, read_conll, read_reference_json
+from .reference import Record, read_reference_json
 
 
 def _turns(text: str, qa: Sequence[tuple[str, str]], dataset: str | None) -> list[dict[str, str]]:

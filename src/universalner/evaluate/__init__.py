@@ -3,10 +3,15 @@
 Importing this package never imports torch; only ``run`` loads a model.
 """
 
-from .conversations import eval_records, load_supervised, records_to_reference, sentences_to_conversations
+from ..corpora import DataFormatError, Record, Sentence, decode_tags, read_conll, read_reference_json
+from ..corpora.conversations import (
+    eval_records,
+    load_supervised,
+    records_to_reference,
+    sentences_to_conversations,
+)
+from ..corpora.labels import BUILTIN, asked_labels, label_map_for, read_label_maps
 from .dataset import EvalSet, load_eval_set
-from .labels import BUILTIN, asked_labels, label_map_for, read_label_maps
-from .loaders import DataFormatError, Record, Sentence, decode_tags, read_conll, read_reference_json
 from .metrics import PRF, Scores, normalize_answer, official_parse, official_scores, strict_scores
 
 __all__ = [

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .loaders import DataFormatError
+from ..corpora import DataFormatError
 
 USAGE = """examples:
   python -m universalner.evaluate run --model M --data CrossNER_AI=crossner/ai/test.txt --output runs/
@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(name: str, path: str, labels_map: str | None, tag_column: str):
+    from ..corpora.labels import read_label_maps
     from .dataset import load_eval_set
-    from .labels import read_label_maps
 
     override = read_label_maps(labels_map) if labels_map else None
     return load_eval_set(path, name, override, tag_column)
@@ -146,7 +146,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
-    from .conversations import records_to_reference, sentences_to_conversations
+    from ..corpora.conversations import records_to_reference, sentences_to_conversations
 
     ds = _load(a.name, a.input, a.labels_map, a.tag_column)
     if a.conversation:

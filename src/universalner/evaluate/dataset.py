@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..corpora import Record, Sentence, read_conll, read_reference_json
+from ..corpora.conversations import eval_records
+from ..corpora.labels import LabelMap, asked_labels, label_map_for
 from ..entity import Entity
-from .conversations import eval_records
-from .labels import LabelMap, asked_labels, label_map_for
-from .loaders import Record, Sentence, read_conll, read_reference_json
 
 JSON_SUFFIXES = (".json", ".jsonl")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .conversations import records_to_reference
+from ..corpora.conversations import records_to_reference
 from .dataset import EvalSet
 from .metrics import official_scores, reference_response, strict_scores
 from .report import summary_table, type_table, write_json

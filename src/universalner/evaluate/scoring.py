@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .loaders import DataFormatError, read_reference_json
+from ..corpora import DataFormatError, read_reference_json
 from .metrics import Scores, official_scores, reference_response
 
 

@@ -263,13 +263,13 @@ def supervised_examples(
     """A BIO/CoNLL column file as dataset-specific conversations (``Dataset: NAME`` first turn).
 
     Every entity type of the data set is asked for every sentence, in natural language through
-    the built-in label maps of ``universalner.evaluate.labels`` (``label_map``: a JSON file that
+    the built-in label maps of ``universalner.corpora.labels`` (``label_map``: a JSON file that
     overrides them, as ``--labels-map`` in ``evaluate``). A ``.json``/``.jsonl`` file in the
     reference's evaluation format is regrouped into one conversation per sentence.
     """
-    from ..evaluate.conversations import load_supervised, sentences_to_conversations
-    from ..evaluate.labels import label_map_for, read_label_maps
-    from ..evaluate.loaders import read_conll
+    from ..corpora import read_conll
+    from ..corpora.conversations import load_supervised, sentences_to_conversations
+    from ..corpora.labels import label_map_for, read_label_maps
 
     path = Path(path)
     try:
