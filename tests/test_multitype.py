@@ -34,28 +34,50 @@ def crossner_sentences(shared_data, domains=("ai", "music", "politics")) -> list
 
 @pytest.fixture(scope="module")
 def engines(ner):
-    """Two more engines on the shared model: plain (the reference) and a fast one with a small batch,
-    so that passages share chunks and a passage's branches are split across chunks."""
+    """Two more engines on the shared model: plain (the reference) and a fast one with ``max_batch=3``.
+
+    With the requests below (one passage asked 4 types, the other 2) the fast path's chunks are
+    ``[A A A] [A B B]``: passage A's branches are split across two chunks, so its prefix computed for
+    the first is reused by the second, and the second chunk holds two passages with prefixes of
+    different lengths. ``chunks`` records each chunk's (request index) list as the engine ran it."""
     e = ner.engine
-    return (
-        HFEngine(e.model, e.tokenizer, e.device, max_batch=16, path="plain"),
-        HFEngine(e.model, e.tokenizer, e.device, max_batch=5, path="fast"),
-    )
+    fast = HFEngine(e.model, e.tokenizer, e.device, max_batch=3, path="fast")
+    fast.chunks = []
+    decode = fast._decode_chunk
+
+    def recording(chunk, *args, **kw):
+        fast.chunks.append([i for _, i in chunk])
+        return decode(chunk, *args, **kw)
+
+    fast._decode_chunk = recording
+    return HFEngine(e.model, e.tokenizer, e.device, max_batch=16, path="plain"), fast
 
 
 @pytest.fixture(scope="module")
 def requests_(ner, shared_data) -> list[Request]:
-    texts = crossner_sentences(shared_data, ("ai", "music"))
-    return [Request(ner.prompt(t, label), t, group=g) for g, t in enumerate(texts) for label in LABELS]
+    # the shorter passage first: chunks are filled in order of prefix length
+    short, longer = sorted(crossner_sentences(shared_data, ("ai", "music")), key=len)
+    asked = [(short, LABELS), (longer, LABELS[1::2])]
+    return [
+        Request(ner.prompt(t, label), t, group=g) for g, (t, labels) in enumerate(asked) for label in labels
+    ]
+
+
+def assert_split_and_shared(fast: HFEngine, requests: list[Request]) -> None:
+    """The run took the paths under test: a passage across chunks, and passages sharing a chunk."""
+    groups = [[requests[i].group for i in chunk] for chunk in fast.chunks]
+    assert groups == [[0, 0, 0], [0, 1, 1]], fast.chunks
 
 
 def test_fast_equals_plain_unconstrained(engines, requests_):
     plain, fast = engines
-    plain.stats, fast.stats = EngineStats(), EngineStats()
+    plain.stats, fast.stats, fast.chunks = EngineStats(), EngineStats(), []
     want = plain.generate(requests_, max_new_tokens=8)
     got = fast.generate(requests_, max_new_tokens=8)
+    assert_split_and_shared(fast, requests_)
     assert [g.text for g in got] == [w.text for w in want]
     assert any(w.text and not w.text.startswith("[") for w in want), "the untuned model writes prose here"
+    assert len({w.text for w in want}) > 1, "different questions get different answers"
     for g, w in zip(got, want, strict=True):
         assert g.prompt_tokens == w.prompt_tokens
         assert [s[:2] for s in g.token_spans] == [s[:2] for s in w.token_spans]
@@ -67,7 +89,9 @@ def test_fast_equals_plain_unconstrained(engines, requests_):
 def test_fast_equals_plain_constrained_and_answers_are_valid(engines, requests_):
     plain, fast = engines
     want = plain.generate(requests_, max_new_tokens=20, constrained=True)
+    fast.chunks = []
     got = fast.generate(requests_, max_new_tokens=20, constrained=True)
+    assert_split_and_shared(fast, requests_)
     assert [g.text for g in got] == [w.text for w in want]
     for g, w, r in zip(got, want, requests_, strict=True):
         answer = json.loads(g.text)  # every answer parses as it is, even where the budget cut it short
