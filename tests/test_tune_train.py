@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from universalner import UniversalNER
-from universalner.prompts import get_template
+from universalner.prompts import get_template, parse_answer
 from universalner.tune.__main__ import build_parser, config_from_args
 from universalner.tune.collate import Collator, Encoder
 from universalner.tune.data import load_examples
@@ -84,10 +84,16 @@ def test_lora_lowers_the_loss_and_the_adapter_extracts(test_model_dir, tiny_conl
     after = answer_loss(student.engine.model, student.engine.tokenizer, cfg)
     assert after < 0.7 * before, (before, after)
     assert student.template.layout == "chat"
+    # asked unconstrained (constrained decoding forces a list whatever the weights): the untuned model
+    # answers in prose, the student in the JSON lists it was trained on
     text = "Nigel Farage launched the Brexit Party in London ."
-    (pred,) = student.predict([text], ["politician", "political party", "election"])
-    for label, raw in pred.raw.items():  # the untuned model answers in prose; the student in lists
-        assert raw.strip().startswith("["), (label, raw)
+    labels = ["politician", "political party", "election"]
+    (base,) = UniversalNER(ner.engine, max_new_tokens=16).predict([text], labels, constrained=False)
+    (pred,) = student.predict([text], labels, constrained=False)
+    for label in labels:
+        assert not base.raw[label].lstrip().startswith("["), (label, base.raw[label])
+        assert pred.raw[label].lstrip().startswith("["), (label, pred.raw[label])
+        assert parse_answer(pred.raw[label]) == json.loads(pred.raw[label]), (label, pred.raw[label])
     for e in pred.entities:
         assert text[e.start : e.end] == e.text
 
