@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-total-limit", type=int, default=d.save_total_limit)
     p.add_argument("--logging-steps", type=int, default=d.logging_steps)
     p.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 30%% slower")
+    p.add_argument(
+        "--bf16", choices=("auto", "on", "off"), default=d.bf16,
+        help="bf16 autocast (auto: GPUs that support it, CPUs with AVX512-BF16 or AMX; not QLoRA on a CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-group-by-length", dest="group_by_length", action="store_false",
+        help="plain random batches (default: batches of similar lengths, less padding)",
+    )  # fmt: skip
     return p
 
 
@@ -84,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> TuneConfig:
         logging_steps=args.logging_steps,
         gradient_checkpointing=args.gradient_checkpointing,
         resume=args.resume,
+        bf16=args.bf16,
+        group_by_length=args.group_by_length,
     )
 
 
