@@ -2,25 +2,51 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from universalner import Entity, UniversalNER
 from universalner.loading import ModelNotFoundError
+from universalner.model import Prediction
 
 TEXT = "Barack Obama met Emmanuel Macron in Paris on Tuesday."
+TEXT2 = "Apple hired Tim Cook in California."
+# the untuned test model answers [] to "person" in the chat layout; "city" gets it to copy mentions
+LABELS = ["person", "city"]
 
 
 def assert_offsets(text: str, ents: list[Entity]):
+    """Each entity's offsets spell its text in ``text``; sorted by offset; a real (not 0) score."""
+    assert ents, "no entities: nothing would be checked"
     for e in ents:
         assert isinstance(e, Entity)
         assert text[e.start : e.end] == e.text
-        assert 0.0 <= e.score <= 1.0
+        assert 0.0 < e.score <= 1.0
+    assert [e.start for e in ents] == sorted(e.start for e in ents)
+
+
+def assert_answers_are_the_entities(p: Prediction, labels: list[str]):
+    """Constrained answers are JSON lists copied from the text, and the entities are those mentions."""
+    assert set(p.raw) == set(labels)
+    said = set()
+    for label in labels:
+        mentions = json.loads(p.raw[label])
+        assert isinstance(mentions, list) and all(m in p.text for m in mentions), (label, p.raw[label])
+        said |= {(m, label) for m in mentions}
+    assert {(e.text, e.label) for e in p.entities} == said
+    assert p.dropped == 0
 
 
 def test_template_auto_picks_chat_for_a_chat_model(ner):
     assert ner.template.layout == "chat"
-    assert ner.prompt(TEXT, "person") == ner.template.prompt(TEXT, "person")
-    assert "Text: " + TEXT in ner.prompt(TEXT, "person")
+    assert ner.prompt(TEXT, "person") == (  # SmolLM2's ChatML, the UniNER system text as system turn
+        "<|im_start|>system\nA virtual assistant answers questions from a user based on the provided "
+        f"text.<|im_end|>\n<|im_start|>user\nText: {TEXT}<|im_end|>\n<|im_start|>assistant\nI've read "
+        "this text.<|im_end|>\n<|im_start|>user\nWhat describes person in the text?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert f"user\nDataset: conll2003 \n Text: {TEXT}<|im_end|>" in ner.prompt(TEXT, "person", "conll2003")
 
 
 def test_template_can_be_forced(ner):
@@ -37,20 +63,26 @@ def test_template_can_be_forced(ner):
 
 def test_predict_answers_every_label_and_offsets_hold(ner):
     small = UniversalNER(ner.engine, max_new_tokens=24)
-    preds = small.predict([TEXT, "Apple hired Tim Cook in California."], ["person", "location"], batch_size=2)
-    assert len(preds) == 2
+    preds = small.predict([TEXT, TEXT2], LABELS, batch_size=2)
+    assert [p.text for p in preds] == [TEXT, TEXT2]
     for p in preds:
-        assert set(p.raw) == {"person", "location"}
-        assert all(isinstance(v, str) and v for v in p.raw.values())
+        assert_answers_are_the_entities(p, LABELS)
         assert_offsets(p.text, p.entities)
+    assert [(e.text, e.label, e.start, e.end) for e in preds[1].entities] == [("California", "city", 24, 34)]
 
 
 def test_batch_equals_one_by_one(ner):
     small = UniversalNER(ner.engine, max_new_tokens=12)
-    texts = [TEXT, "The Nile flows through Egypt."]
-    batched = small.predict(texts, ["person"], batch_size=2)
-    single = [small.predict([t], ["person"])[0] for t in texts]
+    texts = [TEXT, TEXT2]
+    batched = small.predict(texts, LABELS, batch_size=2)
+    single = [small.predict([t], LABELS)[0] for t in texts]
     assert [p.raw for p in batched] == [p.raw for p in single]
+    assert sum(len(p.entities) for p in batched) >= 2, [p.raw for p in batched]  # not only empty answers
+    for b, s in zip(batched, single, strict=True):
+        assert [(e.text, e.label, e.start, e.end) for e in b.entities] == [
+            (e.text, e.label, e.start, e.end) for e in s.entities
+        ]
+        assert [e.score for e in b.entities] == pytest.approx([e.score for e in s.entities], abs=1e-4)
 
 
 def test_long_text_is_windowed_not_truncated(ner):
@@ -58,6 +90,7 @@ def test_long_text_is_windowed_not_truncated(ner):
     text = words + "Finally Nelson Mandela arrived in Johannesburg."
     small = UniversalNER(ner.engine, max_new_tokens=8, max_passage_tokens=64, window_overlap=8)
     spans = small._windows(text)
+    assert all(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), "windows overlap"
     assert len(spans) > 4 and spans[-1][1] == len(text)
     calls = []
     real = small.engine.generate
@@ -68,12 +101,15 @@ def test_long_text_is_windowed_not_truncated(ner):
 
     small.engine.generate = counting
     try:
-        (pred,) = small.predict([text], ["person"], batch_size=4)
+        (pred,) = small.predict([text], ["city"], batch_size=4)
     finally:
         del small.engine.generate
     assert sum(calls) == len(spans)  # one question per window: the end of the text was asked about
-    assert pred.raw["person"].count("\n") >= len(spans) - 1
+    answers = pred.raw["city"].split("\n")  # one answer per window, in order
+    assert len(answers) == len(spans) and all(isinstance(json.loads(a), list) for a in answers)
     assert_offsets(text, pred.entities)
+    # mentions found in later windows carry offsets in the whole text, not in their window
+    assert max(e.start for e in pred.entities) >= spans[1][0]
 
 
 def test_empty_and_bad_input(ner):
@@ -121,6 +157,6 @@ def test_4bit_on_cpu_loads_and_answers(test_model_dir):
     linears = [m for m in ner4.engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears, "the 4-bit path must replace linear layers with bitsandbytes nf4 layers"
     assert linears[0].weight.quant_type == "nf4"
-    (pred,) = ner4.predict([TEXT], ["person"])
-    assert pred.raw["person"].strip()
+    (pred,) = ner4.predict([TEXT], LABELS)
+    assert_answers_are_the_entities(pred, LABELS)
     assert_offsets(TEXT, pred.entities)
