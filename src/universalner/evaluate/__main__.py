@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a model on data sets, store its answers, score them")
-    r.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
+    r.add_argument("--model", required=True, help="hub id, model folder, .gguf file or shipped student name")
     r.add_argument(
         "--data",
         required=True,
@@ -64,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--tag-column", default="auto", choices=["auto", "first", "last"])
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument(
+        "--threshold", type=float,
+        help="score only mentions with at least this confidence (default: the student's own, else 0 = raw answers)",
+    )  # fmt: skip
+
+    w = sub.add_parser(
+        "sweep", help="official F1 of a finished run at several thresholds (choose one on dev)"
+    )
+    w.add_argument("--output", required=True, help="the folder of a finished `run`")
+    w.add_argument("--data", required=True, nargs="+", type=_data_arg, metavar="NAME=PATH")
+    w.add_argument("--labels-map")
+    w.add_argument("--limit", type=int, help="the --limit the run used")
+    w.add_argument("--tag-column", default="auto", choices=["auto", "first", "last"])
+    w.add_argument(
+        "--thresholds", default="0,0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.6,0.7,0.8,0.9",
+        help="comma-separated thresholds to try",
+    )  # fmt: skip
 
     s = sub.add_parser("score", help="official metric of stored answers against reference-format gold")
     s.add_argument("--gold", required=True, help="reference-format JSON (e.g. from `convert` or `run`)")
@@ -112,8 +129,29 @@ def cmd_run(a: argparse.Namespace) -> int:
         a.engine,
         {"max_new_tokens": a.max_new_tokens, "constrained": not a.unconstrained},
     )
-    run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress)
+    if a.threshold is not None and not 0 <= a.threshold <= 1:
+        raise ValueError(f"--threshold must be between 0 and 1, not {a.threshold}")
+    run_benchmark(sets, spec, a.output, a.batch_size, a.dataset_prompt, not a.no_progress, a.threshold)
     print((Path(a.output) / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from .runner import sweep_thresholds
+
+    try:
+        thresholds = [float(x) for x in a.thresholds.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--thresholds must be comma-separated numbers, not {a.thresholds!r}") from None
+    sets = [_load(n, p, a.labels_map, a.tag_column).head(a.limit) for n, p in a.data]
+    res = sweep_thresholds(sets, a.output, thresholds)
+    print("| threshold | P | R | F1 |")
+    print("|---:|---:|---:|---:|")
+    for r in res["rows"]:
+        print(
+            f"| {r['threshold']:g} | {100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['f1']:.1f} |"
+        )
+    print(json.dumps({"best": res["best"]}))
     return 0
 
 
@@ -169,7 +207,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "score": cmd_score, "convert": cmd_convert}[args.command](args)
+        commands = {"run": cmd_run, "sweep": cmd_sweep, "score": cmd_score, "convert": cmd_convert}
+        return commands[args.command](args)
     except Exception as e:
         # bad input and the library's own errors (an unreachable server, a model not found) are
         # reported in one line; anything else is a bug and keeps its traceback

