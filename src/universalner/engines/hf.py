@@ -7,6 +7,7 @@ prompt prefix computed once and the questions decoded as branches off its KV cac
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex
 from ..loading import check_hub_reachable, offline_hint, resolve_model
+from ..tokens import prompt_ids
 from .base import Engine, Generation, Request
 
 QUANTIZATIONS = (None, "4bit", "8bit")
@@ -83,8 +85,13 @@ def load_model_and_tokenizer(
     if _is_adapter(location):  # a LoRA output folder given as the model: load its base first
         import json
 
+        from ..student import base_gguf, is_shipped
+
         adapter, record_dirs = location, [location]
-        base = json.loads((location / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if is_shipped(location):  # a student inside the package: its base GGUF, checked by hash
+            base = str(base_gguf(location))
+        else:
+            base = json.loads((location / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{location}/adapter_config.json names no base model")
         location = resolve_model(base)
@@ -122,6 +129,8 @@ def load_model_and_tokenizer(
         except ImportError as e:
             raise ImportError("adapter= needs peft: pip install 'universalner[tune]'") from e
         lm = PeftModel.from_pretrained(lm, str(adapter_path))
+        if qconf is None:  # folded into the weights: no extra LoRA products at every step
+            lm = lm.merge_and_unload()
         if isinstance(adapter_path, Path):
             record_dirs.insert(0, adapter_path)
     lm.eval()
@@ -279,12 +288,7 @@ class HFEngine(Engine):
         from transformers import LogitsProcessorList
 
         tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        finally:
-            tok.padding_side = side
+        enc = self._left_padded(prompt_ids(tok, prompts)[0])
         stop = self.stop_ids()
         extra: dict[str, Any] = {}
         branches = None
@@ -329,6 +333,19 @@ class HFEngine(Engine):
             else:
                 gens.append(self.from_bytes(ids, lps, prompt_tokens=int(lengths[row])))
         return gens
+
+    def _left_padded(self, seqs: list[list[int]]) -> dict[str, Any]:
+        """input_ids and attention_mask of token id lists, left-padded with the pad token."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            if s:
+                ids[row, width - len(s) :] = torch.tensor(s)
+                mask[row, width - len(s) :] = 1
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def detokenize(self, ids: list[int], logprobs: list[float], prompt_tokens: int = 0) -> Generation:
         """The answer text and each token's character span in it (prefix decoding, robust to
@@ -428,17 +445,18 @@ class HFEngine(Engine):
         return self._fast_ok
 
     def _encode_with_passages(self, requests: list[Request]) -> tuple[list[list[int]], list[tuple]]:
-        """Each prompt's token ids (exactly as the plain path tokenizes it), the token range its passage
-        occupies (the whole prompt where the tokenizer gives no offsets), and where each of those
-        tokens starts in the passage (character offset -> token index)."""
+        """Each prompt's token ids (exactly as the plain path tokenizes it, BOS included where the
+        tokenizer adds one: ``universalner.tokens``), the token range its passage occupies (the whole
+        prompt where the tokenizer gives no offsets), and where each of those tokens starts in the
+        passage (character offset -> token index)."""
         prompts = [r.prompt for r in requests]
         tok = self.tokenizer
         if not getattr(tok, "is_fast", False):
-            enc = tok(prompts, add_special_tokens=False)["input_ids"]
+            enc = prompt_ids(tok, prompts)[0]
             return enc, [(0, len(e), {}) for e in enc]
-        got = tok(prompts, add_special_tokens=False, return_offsets_mapping=True)
+        all_ids, all_offs = prompt_ids(tok, prompts, offsets=True)
         regions = []
-        for r, ids, offs in zip(requests, got["input_ids"], got["offset_mapping"], strict=True):
+        for r, ids, offs in zip(requests, all_ids, all_offs, strict=True):
             start = r.prompt.rfind(r.passage) if r.passage else -1
             if start < 0:
                 regions.append((0, len(ids), {}))
@@ -452,7 +470,7 @@ class HFEngine(Engine):
             for k in inside:
                 at_char.setdefault(offs[k][0] - start, k)
             regions.append((inside[0], inside[-1] + 1, at_char))
-        return got["input_ids"], regions
+        return all_ids, regions
 
     def _split_head(self):
         """(decoder, lm_head) for architectures whose logits are lm_head(decoder output), else None."""
@@ -481,17 +499,13 @@ class HFEngine(Engine):
         self.stats.forwards += 1
         if hidden:
             body, _ = self._split_head()
-            res = body(
-                input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True
-            )
+            kv = {_cache_keyword(body): cache}
+            res = body(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **kv)
             return res.last_hidden_state[:, -keep:]
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        kv = {_cache_keyword(inner): cache}
         res = self.model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=keep,
+            input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=keep, **kv
         )
         return res.logits[:, -keep:, :].to(dtype=torch.float32)
 
@@ -868,6 +882,23 @@ class _NgramLookup:
             self.k = min(self.longest, max(self.k, 1) * 2) if accepted == drafted else self.k // 2
             if self.k == 0:
                 self.rest = 8
+
+
+def _cache_keyword(module: Any) -> str:
+    """``cache``, the KV cache argument's name since transformers 5.2x (``past_key_values`` then warns
+    once per process that it is deprecated), or ``past_key_values`` for models that do not take it."""
+    return _cache_keyword_of(type(module))
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_keyword_of(cls: type) -> str:
+    import inspect
+
+    try:
+        params = inspect.signature(cls.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        params = {}
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _block_width(lengths: list[int]) -> int:

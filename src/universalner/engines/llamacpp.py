@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..loading import ModelNotFoundError
+from ..tokens import with_prefix
 from .base import Engine, Generation, Request
 
 # ------------------------------------------------------------------ GGUF metadata, without weights
@@ -109,14 +110,25 @@ class GGUFTokenizer:
     ``apply_chat_template`` renders the file's Jinja chat template the way transformers does
     (sandboxed, ``trim_blocks``/``lstrip_blocks``, ``bos_token``/``eos_token`` in scope), so the chat
     layout comes out byte-identical to a transformers tokenizer of the same model.
+
+    ``add_bos_token``: whether the model's tokenizer puts its BOS before a text, as llama.cpp and
+    transformers decide it: the file's ``tokenizer.ggml.add_bos_token``, else yes for a sentencepiece
+    (``llama``) vocabulary, no otherwise (what an OpenAI-compatible server serving the file adds itself).
     """
 
     is_fast = False
 
-    def __init__(self, chat_template: str | None, eos_token: str | None, bos_token: str | None = None):
+    def __init__(
+        self,
+        chat_template: str | None,
+        eos_token: str | None,
+        bos_token: str | None = None,
+        add_bos_token: bool = False,
+    ):
         self.chat_template = chat_template
         self.eos_token = eos_token
         self.bos_token = bos_token
+        self.add_bos_token = bool(add_bos_token and bos_token)
         self._compiled = None
 
     KEYS = (
@@ -124,6 +136,8 @@ class GGUFTokenizer:
         "tokenizer.ggml.eos_token_id",
         "tokenizer.ggml.bos_token_id",
         "tokenizer.ggml.tokens",
+        "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.model",
     )
 
     @classmethod
@@ -139,7 +153,10 @@ class GGUFTokenizer:
             i = meta.get(key)
             return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
-        return cls(meta.get("tokenizer.chat_template"), text(keys[1]), text(keys[2]))
+        add_bos = meta.get("tokenizer.ggml.add_bos_token")
+        if not isinstance(add_bos, bool):  # older files: llama.cpp adds BOS to a sentencepiece vocabulary
+            add_bos = meta.get("tokenizer.ggml.model") == "llama"
+        return cls(meta.get("tokenizer.chat_template"), text(keys[1]), text(keys[2]), add_bos)
 
     def apply_chat_template(
         self,
@@ -474,11 +491,11 @@ class LlamaCppEngine(Engine):
         return list(buf[:n])
 
     def prompt_tokens(self, prompt: str) -> list[int]:
-        """The prompt's tokens, with the model's BOS when its tokenizer adds one (as the reference does)."""
-        ids = self.tokenize(prompt, special=True)
-        if self._add_bos and (not ids or ids[0] != self._bos):
-            ids.insert(0, self._bos)
-        return ids
+        """The prompt's tokens, after the model's BOS when its vocabulary adds one (LLaMA: as the
+        reference was trained and served) and the prompt does not already start with it (a chat
+        template that writes its own), the rule of every engine (``universalner.tokens``)."""
+        bos = [self._bos] if self._add_bos and self._bos >= 0 else []
+        return with_prefix(bos, self.tokenize(prompt, special=True))
 
     def piece(self, token: int, lstrip: bool = False) -> bytes:
         import ctypes

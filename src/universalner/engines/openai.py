@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..prompts import ACK, LLAMA_EOS, SYSTEM, passage_turn, question_turn
+from ..tokens import prefix_text
 from .base import Engine, Generation, Request
 
 log = logging.getLogger(__name__)
@@ -273,10 +274,25 @@ class OpenAIEngine(Engine):
             )
         return body
 
+    def server_prompt(self, prompt: str) -> str:
+        """The prompt as sent to the completions endpoint, so that the model sees one BOS.
+
+        Servers tokenize a completions prompt with the model's special tokens (vLLM's
+        ``add_special_tokens=True`` default, llama.cpp's server, TGI): a BOS the student's tokenizer adds
+        (LLaMA's ``<s>``) is added there, as for the released UniNER students served by vLLM. A prompt
+        that already starts with it (a chat template that writes its own) loses it here instead of
+        getting a second one; with no tokenizer (UniNER layout) the prompt is sent as it is.
+        """
+        cached = getattr(self, "_bos", None)
+        if cached is None or cached[0] is not self.tokenizer:
+            cached = self._bos = (self.tokenizer, prefix_text(self.tokenizer))
+        bos = cached[1]
+        return prompt[len(bos) :] if bos and prompt.startswith(bos) else prompt
+
     def _complete(self, req: Request, max_new_tokens: int, constrained: bool) -> Generation:
         res = self.client.completions.create(
             model=self.model,
-            prompt=req.prompt,
+            prompt=self.server_prompt(req.prompt),
             max_tokens=max_new_tokens,
             temperature=0.0,
             logprobs=1 if self.logprobs else None,

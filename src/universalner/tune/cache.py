@@ -34,8 +34,13 @@ def _file_stamp(path: str | os.PathLike | None) -> Any:
 def fingerprint(cfg: Any, layout: str, tokenizer: Any) -> str:
     """A key for the tokenised data of ``cfg`` (a TuneConfig) with this layout and tokenizer."""
     from .. import __version__
+    from ..tokens import special_prefix, with_prefix
 
-    probe = tokenizer("Text: Zürich <|x|> 12 ", add_special_tokens=False)["input_ids"]
+    # the text's ids as the collator makes them: a BOS-adding tokenizer gets another key (the ids of
+    # a tokenizer that adds nothing, and so the key, are what they were before BOS was handled)
+    probe = with_prefix(
+        special_prefix(tokenizer), tokenizer("Text: Zürich <|x|> 12 ", add_special_tokens=False)["input_ids"]
+    )
     parts = {
         "format": _FORMAT,
         "version": __version__,

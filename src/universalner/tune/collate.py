@@ -8,10 +8,11 @@ token). Two rules make training match inference exactly:
   to the answer's first token, as in the FastChat training of the released weights. The shift is
   measured once per template by comparing ``Template.prompt`` with the segments.
 * The whole conversation is tokenised as one string and each token is labelled by the characters
-  it covers (offset mapping), so the ids are exactly what the inference engine would produce for
-  the same prompt (no special tokens added: ``engines/hf.py`` encodes prompts with
-  ``add_special_tokens=False``). Tokenisers without offsets fall back to tokenising the pieces
-  between target boundaries and concatenating them; the tests check both agree on the test model.
+  it covers (offset mapping), so the ids are exactly what the inference engines produce for the same
+  prompt: the text's tokens after the tokenizer's own BOS where it adds one (LLaMA's ``<s>``, never
+  doubled when a chat template writes it; ``universalner.tokens``), nothing added for tokenizers that
+  add nothing. The BOS carries no loss. Tokenisers without offsets fall back to tokenising the
+  pieces between target boundaries and concatenating them; the tests check both agree.
 
 A conversation longer than ``max_length`` loses whole trailing question/answer pairs, never part
 of a turn; one whose passage and first pair alone do not fit is left out.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..prompts import Conversation, Template
+from ..tokens import special_prefix, with_prefix
 
 IGNORE = -100
 
@@ -89,8 +91,14 @@ def _tokenize(tokenizer: Any, text: str, offsets: bool):
     return tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
 
 
-def label_by_offsets(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Tokenise the whole string; a token is a target if it covers a character of a target span."""
+def label_by_offsets(
+    tokenizer: Any, text: str, spans: list[tuple[int, int]], prefix: list[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Tokenise the whole string; a token is a target if it covers a character of a target span.
+
+    ``prefix``: the tokenizer's BOS ids (``tokens.special_prefix``, probed when None), put in front
+    unless the text starts with them; they carry no loss."""
+    prefix = special_prefix(tokenizer) if prefix is None else prefix
     enc = _tokenize(tokenizer, text, True)
     ids = list(enc["input_ids"])
     labels = [IGNORE] * len(ids)
@@ -100,11 +108,16 @@ def label_by_offsets(tokenizer: Any, text: str, spans: list[tuple[int, int]]) ->
             k += 1
         if k < len(spans) and b > a and a < spans[k][1] and b > spans[k][0]:
             labels[i] = ids[i]
-    return ids, labels
+    full = with_prefix(prefix, ids)
+    return full, [IGNORE] * (len(full) - len(ids)) + labels
 
 
-def label_by_pieces(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Tokenise the pieces between target boundaries separately and concatenate them."""
+def label_by_pieces(
+    tokenizer: Any, text: str, spans: list[tuple[int, int]], prefix: list[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Tokenise the pieces between target boundaries separately and concatenate them (BOS as in
+    ``label_by_offsets``)."""
+    prefix = special_prefix(tokenizer) if prefix is None else prefix
     ids: list[int] = []
     labels: list[int] = []
     cuts = [0]
@@ -118,7 +131,8 @@ def label_by_pieces(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> 
         pid = list(_tokenize(tokenizer, piece, False)["input_ids"])
         ids += pid
         labels += pid if j % 2 == 1 else [IGNORE] * len(pid)
-    return ids, labels
+    full = with_prefix(prefix, ids)
+    return full, [IGNORE] * (len(full) - len(ids)) + labels
 
 
 def _supports_offsets(tokenizer: Any) -> bool:
@@ -139,7 +153,11 @@ class Encoder:
         self.template = template
         self.max_length = int(max_length)
         self.shift = answer_shift(template)
-        self.labeler = label_by_offsets if _supports_offsets(tokenizer) else label_by_pieces
+        self.prefix = special_prefix(tokenizer)  # the BOS inference puts in front ([] for none)
+        self._label = label_by_offsets if _supports_offsets(tokenizer) else label_by_pieces
+
+    def labeler(self, tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        return self._label(tokenizer, text, spans, self.prefix)
 
     def ids_and_spans(self, conv: Conversation) -> tuple[list[int], list[int], list[tuple[int, int]]]:
         text, spans = target_spans(self.template, conv, self.shift)
