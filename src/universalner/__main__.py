@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.0)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument(
+        "--verbose", action="store_true", help="also show other libraries' logs, progress bars and warnings"
+    )
     return p
 
 
@@ -95,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         job = importlib.import_module(f"universalner.{argv[0]}.__main__")
         return job.main(argv[1:])
     args = build_parser().parse_args(argv)
+    from .quiet import setup
+
+    setup(verbose=args.verbose)
     try:
         return run(args)
     except (InputError, FileNotFoundError, TypeError, ValueError, ImportError) as e:

@@ -42,10 +42,17 @@ def test_model_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
-def gguf_to_folder(gguf: str | os.PathLike, progress: bool = True) -> Path:
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()
+
+
+def gguf_to_folder(gguf: str | os.PathLike, progress: bool | None = None) -> Path:
     """Dequantise a GGUF file once into a transformers folder under the cache; return it.
 
     The cache key is the file's path, size and modification time, so a changed file converts again.
+    The conversion is announced in one line on the ``universalner`` logger; ``progress``: show
+    transformers' bars while it runs (None: as transformers is set, which the command line turns off).
+    A conversion that fails leaves nothing in the cache.
     """
     gguf = Path(gguf).resolve()
     if not gguf.is_file():
@@ -53,31 +60,85 @@ def gguf_to_folder(gguf: str | os.PathLike, progress: bool = True) -> Path:
     st = gguf.stat()
     key = hashlib.sha1(f"{gguf}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     out = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
-    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
+    if _converted(out):
         return out
+    import logging
+    import shutil
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    if not progress:
-        hf_logging.disable_progress_bar()
+    logging.getLogger(__name__).info(
+        "converting %s into a transformers folder, once (later runs read %s)", gguf.name, out
+    )
+    show = hf_logging.is_progress_bar_enabled() if progress is None else progress
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with _progress_bars(show):
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as e:  # noqa: BLE001 - a bad file surfaces deep inside gguf/transformers
-        raise ValueError(f"could not read {gguf} as a GGUF model: {e}") from e
-    finally:
-        if not progress:
-            hf_logging.enable_progress_bar()
+        raise ValueError(
+            f"could not read {gguf} as a GGUF model ({type(e).__name__}: {e}); "
+            "is the file complete? Download it again or give another model"
+        ) from e
     # transformers marks GGUF-loaded models as quantized and refuses to save them otherwise
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf)}))
-    tmp.replace(out) if not out.exists() else None
+    try:
+        with _progress_bars(show):
+            model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf)}))
+        if _converted(out):  # another process finished the same conversion first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            if out.exists():  # a leftover no later run may trust
+                shutil.rmtree(out)
+            tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+class _progress_bars:
+    """transformers' progress bars on or off for a block, the GGUF de-quantisation bar included (it is
+    a plain tqdm that transformers' switch does not reach)."""
+
+    def __init__(self, show: bool):
+        self.show = show
+        self.saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> None:
+        if self.show:
+            return
+        import functools
+
+        from transformers.utils import logging as hf_logging
+
+        self.was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:
+            return
+        bar = getattr(gguf_utils, "tqdm", None)
+        if bar is not None:
+            self.saved.append((gguf_utils, bar))
+            gguf_utils.tqdm = functools.partial(bar, disable=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.show:
+            return
+        from transformers.utils import logging as hf_logging
+
+        for module, bar in self.saved:
+            module.tqdm = bar
+        self.saved.clear()
+        if self.was_on:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_model(model: str | os.PathLike) -> Path | str:
@@ -89,6 +150,12 @@ def resolve_model(model: str | os.PathLike) -> Path | str:
     if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
         raise TypeError(f"model must be a hub id, a folder or a .gguf file, not {model!r}")
     path = Path(os.path.expanduser(str(model)))
+    if not path.exists():
+        from .student import student_folder
+
+        shipped = student_folder(str(model))  # a short name such as "universalner-135m"
+        if shipped is not None:
+            return shipped
     if path.suffix.lower() == ".gguf":
         return gguf_to_folder(path)
     if path.is_dir():
