@@ -54,8 +54,7 @@ def sha256(path: Path) -> str:
 
 def dev_f1(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())["sets"]["pilener_dev"]
-    return {"f1": m["official"]["micro"]["f1"], "precision": m["official"]["micro"]["precision"],
-            "recall": m["official"]["micro"]["recall"]}  # fmt: skip
+    return {k: m["official"][k] for k in ("f1", "precision", "recall")}
 
 
 def curve(points: list[dict], path: Path) -> None:

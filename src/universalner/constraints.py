@@ -331,15 +331,49 @@ class PassageGrammar:
         closes = {j: found[i][1] for j, i in enumerate(ids) if found[i][1] is not None}
         return Choices(ids, states, max((self.dist(s) for s in states), default=0), closes)
 
-    def branch(self) -> Branch:
-        return Branch(self)
+    def branch(self, empty_penalty: float = 0.0) -> Branch:
+        return Branch(self, empty_penalty)
+
+
+def list_penalty(list_threshold: float) -> float:
+    """The logit penalty on empty-list tokens that makes greedy open a list at ``list_threshold``.
+
+    Greedy picks between ``[]`` and ``["`` at 0.5; subtracting ``log((1 - t) / t)`` from the tokens
+    that close an empty list makes it open one whenever the model gives that at least ``t``.
+    """
+    import math
+
+    if not 0.0 < list_threshold < 1.0:
+        raise ValueError(f"list_threshold must be between 0 and 1 (exclusive), not {list_threshold!r}")
+    return math.log((1.0 - list_threshold) / list_threshold)
+
+
+def choose(logits: Any, branch: Branch, choices: Choices, argmax: Any) -> int:
+    """Index into ``choices.ids`` that greedy takes, with the branch's empty-list penalty applied.
+
+    ``logits`` are those of ``choices.ids`` (a torch or numpy vector); ``argmax`` the library's.
+    The penalty only moves the decision: the engine reports log-probabilities of the unpenalised
+    logits, so scores still say what the model thought.
+    """
+    empties = branch.empty_positions(choices) if branch.empty_penalty else ()
+    if not empties:
+        return int(argmax(logits))
+    biased = logits.copy() if hasattr(logits, "copy") and not hasattr(logits, "clone") else logits.clone()
+    for j in empties:
+        biased[j] -= branch.empty_penalty
+    return int(argmax(biased))
 
 
 class Branch:
-    """One answer being written: its state, the mentions it has closed, and the next allowed tokens."""
+    """One answer being written: its state, the mentions it has closed, and the next allowed tokens.
 
-    def __init__(self, grammar: PassageGrammar):
+    ``empty_penalty`` (see ``list_penalty``) is subtracted from the logits of tokens that would end
+    the answer as an empty list; engines apply it through ``choose``.
+    """
+
+    def __init__(self, grammar: PassageGrammar, empty_penalty: float = 0.0):
         self.grammar = grammar
+        self.empty_penalty = float(empty_penalty)
         self.state: State = (START, (), 0)
         self.used: set[bytes] = set()
         self.mentions: list[str] = []
@@ -349,6 +383,20 @@ class Branch:
     def complete(self) -> bool:
         """The list is closed: only an end token may follow."""
         return self.state[0] == DONE
+
+    def empty_positions(self, choices: Choices) -> tuple[int, ...]:
+        """Positions in ``choices.ids`` that do not commit the answer to a first mention.
+
+        Before the list opens these are ``[]`` and a bare ``[`` or space (a tokenizer that spells
+        ``[]`` as ``[`` ``]`` teaches the model that a bare ``[`` means empty); after ``[`` it is ``]``.
+        """
+        if self.state[0] not in (START, START_SPACE, OPEN):
+            return ()
+        got = choices.memo.get("_empties")
+        if got is None:
+            waiting = (START_SPACE, OPEN, DONE)
+            got = choices.memo["_empties"] = tuple(j for j, s in enumerate(choices.states) if s[0] in waiting)
+        return got
 
     def allowed(self, remaining: int | None = None) -> Choices:
         """Tokens that may come next (never empty: falls back to closing rules, then to the end ids)."""

@@ -66,6 +66,7 @@ class UniversalNER:
         record: Mapping[str, Any] | None = None,
         constrained: bool = True,
         threshold: float | None = None,
+        list_threshold: float | None = None,
     ):
         self.engine = engine
         self.constrained = bool(constrained)
@@ -74,6 +75,12 @@ class UniversalNER:
         self.threshold = _check_threshold(
             self.record.get("threshold", 0.0) if threshold is None else threshold
         )
+        # constrained answers open a list when the model gives that at least this (0.5: plain greedy);
+        # a student records the value chosen on its dev split
+        lt = self.record.get("list_threshold", 0.5) if list_threshold is None else list_threshold
+        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0 < lt < 1:
+            raise ValueError(f"list_threshold must be a number between 0 and 1 (exclusive), not {lt!r}")
+        self.list_threshold = float(lt)
         if isinstance(template, Template):
             self.template = template
         else:
@@ -107,6 +114,7 @@ class UniversalNER:
         max_passage_tokens: int = 400,
         constrained: bool = True,
         threshold: float | None = None,
+        list_threshold: float | None = None,
         **engine_kwargs: Any,
     ) -> UniversalNER:
         """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder, a ``.gguf`` file,
@@ -119,7 +127,9 @@ class UniversalNER:
         ``constrained=True`` (default): answers are JSON lists of strings copied from the passage
         (``universalner.constraints``); ``False`` lets the model write anything, as the reference does.
         ``threshold``: the default for ``extract``; None takes the one the student ships with
-        (chosen on its dev split), else 0.
+        (chosen on its dev split), else 0. ``list_threshold``: constrained answers open a non-empty list
+        when the model gives that at least this probability (0.5 is plain greedy; lower finds more);
+        None takes the student's, else 0.5.
         """
         cls_ = engine_class(engine)
         eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
@@ -130,7 +140,7 @@ class UniversalNER:
                 break
         return cls(
             eng, template, max_new_tokens, max_passage_tokens, record=record, constrained=constrained,
-            threshold=threshold,
+            threshold=threshold, list_threshold=list_threshold,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prompts
@@ -230,7 +240,10 @@ class UniversalNER:
         return preds
 
     def _gen_options(self, constrained: bool | None = None) -> dict[str, Any]:
-        return {"constrained": self.constrained if constrained is None else bool(constrained)}
+        opts: dict[str, Any] = {"constrained": self.constrained if constrained is None else bool(constrained)}
+        if opts["constrained"] and self.list_threshold != 0.5:
+            opts["list_threshold"] = self.list_threshold
+        return opts
 
     def _windows(self, text: str) -> list[tuple[int, int]]:
         return chunking.windows(text, self.engine.token_offsets, self.max_passage_tokens, self.window_overlap)

@@ -45,9 +45,15 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(
-        self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
+        self,
+        requests: Sequence[Request],
+        *,
+        max_new_tokens: int = 256,
+        constrained: bool = False,
+        list_threshold: float = 0.5,
     ) -> list[Generation]:
-        """One greedy answer per request, in order."""
+        """One greedy answer per request, in order; constrained answers open a non-empty list when the
+        model gives that at least ``list_threshold`` (0.5: plain greedy)."""
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of ``text`` (for windowing long texts)."""

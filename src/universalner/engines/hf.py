@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex
-from ..loading import check_hub_reachable, offline_hint, resolve_model
+from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex, choose, list_penalty
+from ..loading import ModelNotFoundError, check_hub_reachable, offline_hint, resolve_model
 from ..tokens import prompt_ids
 from .base import Engine, Generation, Request
 
@@ -81,6 +81,8 @@ def load_model_and_tokenizer(
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     device = pick_device(device)
     location = resolve_model(model)
+    if adapter is not None:
+        resolve_model(adapter)  # a missing adapter fails before the base model is loaded
     record_dirs: list[Path] = []
     if _is_adapter(location):  # a LoRA output folder given as the model: load its base first
         import json
@@ -94,7 +96,13 @@ def load_model_and_tokenizer(
             base = json.loads((location / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{location}/adapter_config.json names no base model")
-        location = resolve_model(base)
+        try:
+            location = resolve_model(base)
+        except ModelNotFoundError as e:
+            raise ModelNotFoundError(
+                f"the adapter {adapter} was trained on {base!r}, which is not here ({e}); put the base model "
+                f"there, or set base_model_name_or_path in {adapter}/adapter_config.json to where it is"
+            ) from e
     if isinstance(location, Path):
         record_dirs.append(location)
     else:
@@ -174,6 +182,8 @@ class _PlainConstraint:
         self.max_new_tokens = max_new_tokens
         self.stop = stop
         self.finished = [False] * len(branches)
+        # (row, step) -> (allowed ids, their log-probabilities without the empty-list penalty)
+        self.unpenalised: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def __call__(self, input_ids, scores):
         import torch
@@ -191,8 +201,14 @@ class _PlainConstraint:
         for row, br in enumerate(self.branches):
             if self.finished[row]:
                 continue
-            ids = torch.tensor(br.allowed(remaining).ids, device=scores.device)
+            ch = br.allowed(remaining)
+            ids = torch.tensor(ch.ids, device=scores.device)
             keep = scores[row].index_select(0, ids)
+            empties = br.empty_positions(ch) if br.empty_penalty else ()
+            if empties:
+                self.unpenalised[(row, step)] = (ids, torch.log_softmax(keep.float(), 0))
+                keep = keep.clone()
+                keep[list(empties)] -= br.empty_penalty
             out[row].fill_(-math.inf)
             out[row].index_copy_(0, ids, keep)
         return out
@@ -261,9 +277,17 @@ class HFEngine(Engine):
         return TokenIndex.for_hf_tokenizer(self.tokenizer, self.stop_ids())
 
     def generate(
-        self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
+        self,
+        requests: Sequence[Request],
+        *,
+        max_new_tokens: int = 256,
+        constrained: bool = False,
+        list_threshold: float = 0.5,
     ) -> list[Generation]:
+        """Greedy answers; constrained ones open a non-empty list when the model gives that at least
+        ``list_threshold`` (0.5: plain greedy; see ``constraints.list_penalty``)."""
         requests = list(requests)
+        penalty = list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
         for i, r in enumerate(requests):
@@ -272,17 +296,17 @@ class HFEngine(Engine):
         if not requests:
             return []
         if self.path == "fast" and self._fast_supported():
-            return self._generate_fast(requests, max_new_tokens, constrained)
+            return self._generate_fast(requests, max_new_tokens, constrained, penalty)
         out: list[Generation] = []
         for i in range(0, len(requests), self.max_batch):
             part = requests[i : i + self.max_batch]
             passages = [r.passage for r in part] if constrained else None
-            out.extend(self._generate_plain([r.prompt for r in part], max_new_tokens, passages))
+            out.extend(self._generate_plain([r.prompt for r in part], max_new_tokens, passages, penalty))
         return out
 
     # ------------------------------------------------------------------ the plain path
     def _generate_plain(
-        self, prompts: list[str], max_new_tokens: int, passages: list[str] | None = None
+        self, prompts: list[str], max_new_tokens: int, passages: list[str] | None = None, penalty: float = 0.0
     ) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList
@@ -295,7 +319,7 @@ class HFEngine(Engine):
         if passages is not None:
             index = self.token_index()
             grammars: dict[str, PassageGrammar] = {}
-            branches = [grammars.setdefault(p, PassageGrammar(index, p)).branch() for p in passages]
+            branches = [grammars.setdefault(p, PassageGrammar(index, p)).branch(penalty) for p in passages]
             proc = _PlainConstraint(branches, enc["input_ids"].shape[1], max_new_tokens, set(stop))
             extra["logits_processor"] = LogitsProcessorList([proc])
         with torch.inference_mode():
@@ -312,6 +336,11 @@ class HFEngine(Engine):
         new = res.sequences[:, enc["input_ids"].shape[1] :]
         logprobs = torch.stack([torch.log_softmax(s.float(), -1) for s in res.scores], 1)
         chosen = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        if branches is not None:  # scores from the model's own probabilities, not the penalised ones
+            for (row, t), (ids, lsm) in proc.unpenalised.items():
+                hit = (ids == new[row, t]).nonzero()
+                if t < new.shape[1] and len(hit):
+                    chosen[row, t] = lsm[int(hit[0])]
         gens = []
         lengths = enc["attention_mask"].sum(1).tolist()
         b, width = enc["input_ids"].shape
@@ -375,7 +404,7 @@ class HFEngine(Engine):
 
     # ------------------------------------------------------------------ the fast path
     def _generate_fast(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float = 0.0
     ) -> list[Generation]:
         import torch
 
@@ -421,7 +450,7 @@ class HFEngine(Engine):
                 todo = list(dict.fromkeys(u for u, _ in chunk if u not in prefix_kv))
                 kvs = self._prefill_prefixes([enc[units[u][0][0]][: units[u][1]] for u in todo], shared)
                 prefix_kv.update(zip(todo, kvs, strict=True))
-                branches = [grammars[requests[i].passage].branch() for _, i in chunk] if constrained else None
+                branches = [grammars[requests[i].passage].branch(penalty) for _, i in chunk] if constrained else None
                 gens = self._decode_chunk(chunk, enc, units, prefix_kv, max_new_tokens, branches, regions)
                 for (_, i), g in zip(chunk, gens, strict=True):
                     out[i] = g
@@ -823,7 +852,7 @@ class HFEngine(Engine):
             lg = torch.nn.functional.linear(vec, w, bias).float()
         else:
             lg = vec.index_select(0, t)
-        j = int(lg.argmax())
+        j = choose(lg, branch, ch, torch.argmax)
         return ch.ids[j], float(lg[j] - torch.logsumexp(lg, 0))
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..constraints import choose
 from ..loading import ModelNotFoundError
 from ..tokens import with_prefix
 from .base import Engine, Generation, Request
@@ -563,9 +564,17 @@ class LlamaCppEngine(Engine):
         return rows
 
     def generate(
-        self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
+        self,
+        requests: Sequence[Request],
+        *,
+        max_new_tokens: int = 256,
+        constrained: bool = False,
+        list_threshold: float = 0.5,
     ) -> list[Generation]:
+        from ..constraints import list_penalty
+
         requests = list(requests)
+        penalty = list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
         for i, r in enumerate(requests):
@@ -581,7 +590,7 @@ class LlamaCppEngine(Engine):
                 )
         out: list[Generation | None] = [None] * len(requests)
         for wave in self._waves(requests):
-            self._run_wave(wave, requests, tokens, max_new_tokens, constrained, out)
+            self._run_wave(wave, requests, tokens, max_new_tokens, constrained, out, penalty)
         return out  # type: ignore[return-value]
 
     def _waves(self, requests: list[Request]) -> list[list[list[int]]]:
@@ -615,7 +624,7 @@ class LlamaCppEngine(Engine):
             n = k
         return max(0, n)
 
-    def _run_wave(self, wave, requests, tokens, max_new, constrained, out) -> None:
+    def _run_wave(self, wave, requests, tokens, max_new, constrained, out, penalty: float = 0.0) -> None:
         import numpy as np
 
         c = self._c
@@ -648,7 +657,7 @@ class LlamaCppEngine(Engine):
                         from ..constraints import PassageGrammar
 
                         grammars[passage] = PassageGrammar(self.token_index(), passage)
-                    constraint = grammars[passage].branch()
+                    constraint = grammars[passage].branch(penalty)
                 branches.append(_Branch(i, seq, len(tokens[i]), constraint))
                 shared_of.append(shared[u])
         self._decode([(t, p, 0, False) for p, t in enumerate(tokens[wave[0][0]][:common])])
@@ -700,7 +709,7 @@ class LlamaCppEngine(Engine):
                 if ids is None:
                     ids = choices.memo["np"] = np.asarray(choices.ids, dtype=np.int64)
                 sub = logits[ids]
-                j = int(np.argmax(sub))
+                j = choose(sub, br.constraint, choices, np.argmax)
                 tok = int(ids[j])
                 lp = float(sub[j]) - _logsumexp(sub, np)
         else:

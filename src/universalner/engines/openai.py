@@ -348,8 +348,18 @@ class OpenAIEngine(Engine):
         return _cut_at_stop(gen, self.stop)
 
     def generate(
-        self, requests: Sequence[Request], *, max_new_tokens: int = 256, constrained: bool = False
+        self,
+        requests: Sequence[Request],
+        *,
+        max_new_tokens: int = 256,
+        constrained: bool = False,
+        list_threshold: float = 0.5,
     ) -> list[Generation]:
+        if list_threshold != 0.5:
+            raise ValueError(
+                "engine 'openai' cannot move the empty-list decision (list_threshold): the server decodes; "
+                "use list_threshold=0.5 or the transformers or llama.cpp engine"
+            )
         requests = list(requests)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tag-column", default="auto", choices=["auto", "first", "last"])
     r.add_argument("--no-progress", action="store_true")
     r.add_argument(
+        "--list-threshold", type=float,
+        help="open a non-empty list when the model gives that at least this (default: the student's, else 0.5)",
+    )  # fmt: skip
+    r.add_argument(
         "--threshold", type=float,
         help="score only mentions with at least this confidence (default: the student's own, else 0 = raw answers)",
     )  # fmt: skip
@@ -116,6 +120,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     if a.limit is not None and a.limit < 1:
         raise ValueError("--limit must be at least 1")
+    if Path(a.output).exists() and not Path(a.output).is_dir():
+        raise ValueError(f"--output {a.output} is a file; give a folder (it is created if missing)")
     names = [n for n, _ in a.data]
     if len(set(names)) != len(names):
         raise ValueError(f"--data names must be distinct: {names}")
@@ -127,7 +133,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         a.adapter,
         a.template,
         a.engine,
-        {"max_new_tokens": a.max_new_tokens, "constrained": not a.unconstrained},
+        {"max_new_tokens": a.max_new_tokens, "constrained": not a.unconstrained}
+        | ({"list_threshold": a.list_threshold} if a.list_threshold is not None else {}),
     )
     if a.threshold is not None and not 0 <= a.threshold <= 1:
         raise ValueError(f"--threshold must be between 0 and 1, not {a.threshold}")
@@ -186,6 +193,11 @@ def cmd_score(a: argparse.Namespace) -> int:
 def cmd_convert(a: argparse.Namespace) -> int:
     from ..corpora.conversations import records_to_reference, sentences_to_conversations
 
+    out = Path(a.output)
+    if out.is_dir():
+        raise ValueError(f"--output {out} is a folder; give the path of the JSON file to write")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise ValueError(f"--output {out}: a part of that path is a file, not a folder")
     ds = _load(a.name, a.input, a.labels_map, a.tag_column)
     if a.conversation:
         data = sentences_to_conversations(
@@ -193,9 +205,10 @@ def cmd_convert(a: argparse.Namespace) -> int:
         )
     else:
         data = records_to_reference(ds.records, ds.sentences, a.name if a.dataset_specific else None)
-    out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.tmp")  # a reader never sees half a file, a crash leaves none
+    tmp.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out)
     n_ents = sum(len(s.entities) for s in ds.sentences)
     print(
         f"{out}: {len(data)} records from {len(ds.sentences)} sentences, {n_ents} mentions; "

@@ -25,13 +25,23 @@ class EvalSet:
     records: list[Record]
     label_map: LabelMap = field(default_factory=dict)
     unplaced: list[str] = field(default_factory=list)  # JSON gold strings not found in their text
+    # the types asked of each sentence when they differ between sentences (a dev split asking each
+    # passage its own types and some absent ones); None: every sentence is asked ``labels``
+    asked: list[list[str]] | None = None
+
+    def labels_of(self, i: int) -> list[str]:
+        """The types asked of sentence ``i``."""
+        return self.labels if self.asked is None else self.asked[i]
 
     def head(self, n: int | None) -> EvalSet:
         """The first ``n`` sentences and their records (all when ``n`` is None)."""
         if n is None or n >= len(self.sentences):
             return self
         return replace(
-            self, sentences=self.sentences[:n], records=[r for r in self.records if r.sentence < n]
+            self,
+            sentences=self.sentences[:n],
+            records=[r for r in self.records if r.sentence < n],
+            asked=None if self.asked is None else self.asked[:n],
         )
 
     def gold_spans(self) -> list[list[tuple[int, int, str]]]:
@@ -55,7 +65,13 @@ def load_eval_set(
     if path.suffix.lower() in JSON_SUFFIXES:
         sentences, records, unplaced = read_reference_json(path)
         labels = list(dict.fromkeys(r.label for r in records))
-        return EvalSet(name, path, sentences, labels, records, {x: x for x in labels}, unplaced)
+        asked: list[list[str]] = [[] for _ in sentences]
+        for r in records:
+            if r.label not in asked[r.sentence]:
+                asked[r.sentence].append(r.label)
+        same = all(a == labels for a in asked)
+        return EvalSet(name, path, sentences, labels, records, {x: x for x in labels}, unplaced,
+                       None if same else asked)  # fmt: skip
     raw = read_conll(path, tag_column)
     label_map = label_map_for(name, (e.label for s in raw for e in s.entities), override)
     labels = asked_labels(label_map)

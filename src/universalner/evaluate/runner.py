@@ -137,12 +137,11 @@ def predict_set(
         disable=not progress,
     )
     with open(path, "a", encoding="utf-8") as out:
-        for b in range(0, len(todo), batch_size):
-            idx = todo[b : b + batch_size]
+        for idx in _batches(ds, todo, batch_size):
             t0 = time.perf_counter()
             preds = model.predict(
                 [ds.sentences[i].text for i in idx],
-                ds.labels,
+                ds.labels_of(idx[0]),
                 dataset=ds.name if dataset_prompt else None,
                 batch_size=batch_size,
                 threshold=0.0,  # every mention is stored with its score; a threshold applies when scoring
@@ -177,6 +176,17 @@ def thresholded_answer(rec: dict, label: str, threshold: float) -> str:
         if e["label"] == label and e.get("score", 1.0) >= threshold and e["text"] not in kept:
             kept.append(e["text"])
     return format_answer(kept)
+
+
+def _batches(ds: EvalSet, todo: list[int], size: int) -> list[list[int]]:
+    """Runs of up to ``size`` sentences asked the same types (one ``predict`` call each)."""
+    out: list[list[int]] = []
+    for i in todo:
+        if out and len(out[-1]) < size and ds.labels_of(out[-1][0]) == ds.labels_of(i):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def score_set(ds: EvalSet, done: Mapping[int, dict], threshold: float = 0.0) -> dict:
