@@ -34,7 +34,10 @@ FALLBACK = [
     "Angela Merkel led the Christian Democratic Union for eighteen years.",
 ]
 ENGINES = ("transformers-fp32", "transformers-4bit", "llama.cpp", "transformers-fp32-plain")
-DEFAULT_ENGINES = ENGINES[:3]  # -plain: the reference path, one generate per question (for context)
+# -plain (for context): the transformers reference path, full prompts (no shared prefix) left-padded in
+# batches of max_batch=16 questions through one model.generate each, a batch running until its longest
+# answer ends; the default transformers path is the fast one (shared passage prefix, branches)
+DEFAULT_ENGINES = ENGINES[:3]
 
 
 def sentences(n: int) -> list[str]:

@@ -1,16 +1,25 @@
 """The spaCy component: ``nlp.pipe`` (batched) against ``nlp(text)`` per doc, in one run, ratio printed.
 
-Both paths run the same pipeline on the same texts with the real test model; also timed: the model
-alone (``UniversalNER.extract_batch`` on the same batch) and the component's own work (placing the
-returned mentions on tokens), so the component's overhead is visible next to the model's time.
+The two paths, on the same pipeline, texts and real test model:
 
-    python benchmarks/bench_spacy.py [--docs 16] [--labels person=... phrase=...] [--template uniner] [--max-new-tokens 16] [--batch-size 8]
+* ``nlp(text)`` per doc: one engine call per doc (that passage's questions, all labels, together);
+* ``nlp.pipe(texts)``: one engine call per ``batch_size`` docs (all their questions together).
+
+Also timed: the model alone (``UniversalNER.extract_batch`` on the same batch) and the component's own
+work (placing the returned mentions on tokens), so its overhead is visible next to the model's time.
+
+Both paths are warmed up first (one-off costs: the constrained-decoding index, the cached system-text
+prefix, the engine's learned answer opening), then timed ``--repeat`` times each, in alternating order
+(a drift in the machine's load falls on both alike); each path's median run counts.
+
+    python benchmarks/bench_spacy.py [--docs 16] [--repeat 3] [--labels person=... phrase=...] [--template uniner] [--max-new-tokens 16] [--batch-size 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import spacy
@@ -43,6 +52,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8, help="passages per engine call (config batch_size)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each path (the median counts)")
     args = ap.parse_args()
     model = args.model or str(test_model_gguf())
     texts = [SENTENCES[i % len(SENTENCES)] for i in range(args.docs)]
@@ -64,17 +74,24 @@ def main() -> None:
     comp.ner  # noqa: B018 - load once, outside the timings
     print(f"model loaded in {time.perf_counter() - t0:.1f} s; {args.docs} docs x {len(labels)} labels")
 
-    t0 = time.perf_counter()
-    single = [nlp(t) for t in texts]
-    t_single = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    piped = list(nlp.pipe(texts, batch_size=1000))
-    t_pipe = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    preds = comp.ner.extract_batch(texts, labels, batch_size=args.batch_size)
-    t_model = time.perf_counter() - t0
+    paths = {
+        "single": lambda: [nlp(t) for t in texts],
+        "pipe": lambda: list(nlp.pipe(texts, batch_size=1000)),
+        "model": lambda: comp.ner.extract_batch(texts, labels, batch_size=args.batch_size),
+    }
+    warm = texts[: max(2, args.batch_size)]
+    for t in warm[:2]:  # warm-up of both paths, outside the timings
+        nlp(t)
+    list(nlp.pipe(warm, batch_size=1000))
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    out: dict[str, object] = {}
+    for r in range(max(1, args.repeat)):
+        for name in paths if r % 2 == 0 else reversed(list(paths)):
+            t0 = time.perf_counter()
+            out[name] = paths[name]()
+            times[name].append(time.perf_counter() - t0)
+    t_single, t_pipe, t_model = (statistics.median(times[k]) for k in ("single", "pipe", "model"))
+    single, piped, preds = out["single"], out["pipe"], out["model"]
 
     docs = [nlp.make_doc(t) for t in texts]
     t0 = time.perf_counter()
@@ -89,9 +106,14 @@ def main() -> None:
         for a, b in zip(single, piped, strict=True)
     )
     n = args.docs
-    print(f"nlp(text) per doc : {t_single:7.2f} s  ({n / t_single:6.2f} docs/s)")
-    print(f"nlp.pipe          : {t_pipe:7.2f} s  ({n / t_pipe:6.2f} docs/s)")
-    print(f"extract_batch only: {t_model:7.2f} s  (the model's share of nlp.pipe)")
+
+    def runs(name: str) -> str:
+        return ", ".join(f"{t:.2f}" for t in times[name])
+
+    print(f"median of {len(times['pipe'])} runs each, after a warm-up of both paths")
+    print(f"nlp(text) per doc : {t_single:7.2f} s  ({n / t_single:6.2f} docs/s; runs {runs('single')} s)")
+    print(f"nlp.pipe          : {t_pipe:7.2f} s  ({n / t_pipe:6.2f} docs/s; runs {runs('pipe')} s)")
+    print(f"extract_batch only: {t_model:7.2f} s  (the model's share of nlp.pipe; runs {runs('model')} s)")
     print(f"placing mentions  : {1e6 * t_place / n:7.0f} us per doc (tokenizing included)")
     print(f"speed-up of nlp.pipe over per-doc calls: {t_single / t_pipe:.2f}x")
     print(f"docs with the same entities on both paths: {same}/{n}")
