@@ -10,7 +10,8 @@ Nothing here imports torch; ``openai``, ``datasets`` and ``matplotlib`` load onl
 
 from __future__ import annotations
 
-from .build import BuildReport, NegativeSampler, conversations, filter_pairs, parse_tuples
+from .build import BuildReport, NegativeSampler, conversations, filter_pairs, is_english, parse_tuples
+from .lock import OutputInUse, output_lock
 from .passages import CorpusError, Passage, PassageStats, read_passages, sample_passages, split_document
 from .prices import PRICE_DATE, PRICES, estimate_cost
 from .run import DistillConfig, DistillResult, distill, estimate
@@ -26,6 +27,7 @@ __all__ = [
     "DistillResult",
     "Journal",
     "NegativeSampler",
+    "OutputInUse",
     "Passage",
     "PassageStats",
     "TeacherConfig",
@@ -37,6 +39,8 @@ __all__ = [
     "estimate",
     "estimate_cost",
     "filter_pairs",
+    "is_english",
+    "output_lock",
     "parse_tuples",
     "plot_types",
     "read_passages",

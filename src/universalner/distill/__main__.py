@@ -103,43 +103,58 @@ def _config(args: argparse.Namespace):
     )
 
 
-def _money(x: float | None) -> str:
-    return "unknown price (pass --price-in/--price-out)" if x is None else f"${x:,.4f}"
+UNKNOWN_PRICE = "unknown: no price for {model!r} (pass --price-in/--price-out)"
+
+
+def _money(x: float) -> str:
+    return f"${x:,.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from ..quiet import setup
+    from .lock import OutputInUse, output_lock
     from .run import distill, estimate, prepare_passages
+
+    setup(libraries=False)
 
     progress = not args.no_progress
     try:
         cfg = _config(args)
         if args.dry_run:
-            passages, _ = prepare_passages(cfg, progress)
+            with output_lock(cfg.output):
+                passages, _ = prepare_passages(cfg, progress)
             e = estimate(cfg, passages)
             print(
                 f"{e['passages']} passages -> {cfg.output}/passages.jsonl\n"
                 f"prompt tokens (counted with {cfg.tokenizer or 'the word counter'}): {e['prompt_tokens']:,}\n"
                 f"completion tokens (assumed {e['completion_tokens_assumed'] // max(1, e['passages'])}/passage): "
                 f"{e['completion_tokens_assumed']:,}\n"
-                f"estimated cost with {cfg.teacher.model}: {_money(e['usd'])}"
+                f"estimated cost with {cfg.teacher.model}: "
+                + (UNKNOWN_PRICE.format(model=cfg.teacher.model) if e["usd"] is None else _money(e["usd"]))
             )
             return 0
         r = distill(cfg, progress=progress)
-    except (CorpusError, TeacherError, ValueError, OSError) as e:
+    except (CorpusError, TeacherError, OutputInUse, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: answers so far are saved; rerun the same command to resume", file=sys.stderr)
         return 130
     s, t = r.stats, r.teacher
+    per_1000 = s["cost"]["usd_per_1000_passages"]
+    if t.cost_usd is None:
+        cost = "estimated cost " + UNKNOWN_PRICE.format(model=cfg.teacher.model)
+    else:
+        cost = f"estimated cost {_money(t.cost_usd)}"
+        cost += f" ({_money(per_1000)} per 1,000 passages)" if per_1000 is not None else ""
     print(
         f"passages: {r.passages} ({t.already_answered} answered before, {t.answered} now, {t.failed} failed)\n"
         f"train.json: {r.build.conversations} conversations, {r.build.entities} entities, "
         f"{s['types']} types, {r.build.negatives} negatives\n"
         f"dropped: {s['dropped']}\n"
         f"tokens: {t.prompt_tokens:,} prompt + {t.completion_tokens:,} completion; "
-        f"estimated cost {_money(t.cost_usd)} ({_money(s['cost']['usd_per_1000_passages'])} per 1,000 passages)\n"
+        f"{cost}\n"
         f"written to {r.output}/ (train.json, stats.json, type_frequency.png)"
     )
     if not r.complete:

@@ -110,9 +110,37 @@ def is_else_type(t: str) -> bool:
     return key in ELSE_TYPES or key.replace("/", "") in ELSE_TYPES
 
 
+def _script(c: str) -> str | None:
+    """ "latin", "greek", "other" for a letter (compatibility forms folded: µ is Greek, º Latin), None
+    for anything else: digits, punctuation, symbols and modifier letters (the ʻokina of Hawaiʻi)."""
+    if not c.isalpha() or unicodedata.category(c) == "Lm":
+        return None
+    folded = unicodedata.normalize("NFKC", c)
+    name = unicodedata.name(folded[0], "") if folded else ""
+    if "LATIN" in name:
+        return "latin"
+    if "GREEK" in name:
+        return "greek"
+    return "other"
+
+
 def is_english(mention: str) -> bool:
-    """No letters outside the Latin script (accents are fine: "Zürich" stays, "北京" goes)."""
-    return all(not c.isalpha() or "LATIN" in unicodedata.name(c, "") for c in mention)
+    """Written in the Latin script, as English names are, with at most a few Greek letters.
+
+    Accents are fine ("Zürich"), and so are the Greek letters of scientific names ("NF-κB", "TNFα",
+    "β-catenin", "α-synuclein", "5 µg"): up to three, and no more than the Latin letters and digits
+    beside them. A mention with a letter of any other script ("北京", "Москва") goes, and so does
+    one written in Greek ("Αθήνα").
+    """
+    latin = greek = digits = 0
+    for c in mention:
+        script = _script(c)
+        if script == "other":
+            return False
+        latin += script == "latin"
+        greek += script == "greek"
+        digits += c.isdigit()
+    return greek == 0 or (greek <= 3 and greek <= latin + digits)
 
 
 @dataclass

@@ -16,14 +16,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..prompts import teacher_messages
 from .build import BuildReport, annotate, conversations, write_json
+from .lock import output_lock
 from .passages import CorpusError, PassageStats, make_counter, read_passages, sample_passages, write_passages
 from .prices import estimate_cost
 from .stats import make_stats, plot_types
-from .teacher import Journal, TeacherConfig, TeacherReport, passage_key, run_teacher
+from .teacher import Journal, TeacherConfig, TeacherReport, passage_key, run_teacher, safe_url
 
 # Completion tokens per passage assumed before a run (dry run only): the paper keeps 5.25 entities
 # per passage; at about 10 tokens per ("mention", "type") tuple plus list syntax that is ~60 tokens.
@@ -72,16 +72,6 @@ class DistillResult:
     complete: bool
 
 
-def _safe_url(url: str | None) -> str | None:
-    """The base URL without any user:password part."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password or parts.username:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
-
-
 def _config_record(cfg: DistillConfig) -> dict[str, Any]:
     t = cfg.teacher
     return {
@@ -89,7 +79,7 @@ def _config_record(cfg: DistillConfig) -> dict[str, Any]:
         "teacher": {
             "model": t.model,
             "mode": t.mode,
-            "base_url": _safe_url(t.resolved_base_url()),
+            "base_url": safe_url(t.resolved_base_url()),
             "temperature": t.temperature,
             "max_tokens": t.max_tokens,
         },
@@ -182,9 +172,10 @@ def distill(cfg: DistillConfig, progress: bool = True) -> DistillResult:
         raise ValueError(f"--max-passages must be >= 1, not {cfg.max_passages}")
     if cfg.negatives < 0:
         raise ValueError(f"--negatives must be >= 0, not {cfg.negatives}")
-    passages, pstats = prepare_passages(cfg, progress)
-    teacher = run_teacher(passages, Path(cfg.output) / "teacher.jsonl", cfg.teacher, progress=progress)
-    build, stats = build_outputs(cfg, passages, teacher, pstats)
+    with output_lock(cfg.output):  # one run per folder: two would both pay the teacher
+        passages, pstats = prepare_passages(cfg, progress)
+        teacher = run_teacher(passages, Path(cfg.output) / "teacher.jsonl", cfg.teacher, progress=progress)
+        build, stats = build_outputs(cfg, passages, teacher, pstats)
     return DistillResult(
         Path(cfg.output), len(passages), teacher, build, stats, complete=build.unanswered == 0
     )

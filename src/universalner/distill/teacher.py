@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..prompts import teacher_messages
 from .passages import Passage
@@ -26,6 +27,19 @@ from .prices import estimate_cost
 
 class TeacherError(RuntimeError):
     """A problem no retry can fix (bad key, unknown model, unreachable server); the run stops cleanly."""
+
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def safe_url(url: str | None) -> str | None:
+    """The base URL without any user:password part."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password or parts.username:
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
 
 
 @dataclass
@@ -49,6 +63,13 @@ class TeacherConfig:
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+    def shown_url(self) -> str:
+        """Where the teacher is asked, for messages (credentials removed)."""
+        return safe_url(self.resolved_base_url()) or OPENAI_URL
+
+    def has_key(self) -> bool:
+        return bool(self.api_key or os.environ.get("OPENAI_API_KEY"))
 
     def resolved_api_key(self) -> str:
         key = self.api_key or os.environ.get("OPENAI_API_KEY")
@@ -138,17 +159,51 @@ def _retry_after(err: Exception) -> float | None:
         return None
 
 
-def _classify(e: Exception, cfg: TeacherConfig) -> str | None:
-    """Why a call failed, as a retry reason; None when asking again would not help; raises when fatal."""
+def _unreachable(e: Exception) -> str | None:
+    """Why a connection could not even be opened (refused, unknown host, no route), or None.
+
+    A timeout, or a connection dropped after it was open, is not this: those are retried. The HTTP
+    library's ``ConnectError`` is matched by name (the openai client ships its own copy of httpx)."""
+    import socket
+
+    chain: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and len(chain) < 12:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    if not any(type(c).__name__ == "ConnectError" for c in chain):
+        return None
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return "connection refused"
+    gai = next((c for c in chain if isinstance(c, socket.gaierror)), None)
+    if gai is not None:
+        return f"host not found ({gai.strerror or gai})"
+    return f"could not connect ({chain[-1]})"
+
+
+def _classify(e: Exception, cfg: TeacherConfig, reached: bool = False) -> str | None:
+    """Why a call failed, as a retry reason; None when asking again would not help; raises when fatal.
+
+    ``reached``: the teacher has answered in this run. Until it has, a connection that cannot be
+    opened stops the run at once (a wrong URL, a server not started); after, it is retried like a
+    dropped connection (a server restarting)."""
     import openai
 
     if isinstance(e, openai.RateLimitError):
         if getattr(e, "code", None) == "insufficient_quota":
-            raise TeacherError(f"the teacher refuses: quota exhausted ({e.message})") from None
+            raise TeacherError(
+                f"the teacher at {cfg.shown_url()} refuses: quota exhausted ({e.message})"
+            ) from None
         return "429"
     if isinstance(e, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        given = "the API key" if cfg.has_key() else "the request without an API key"
+        fix = (
+            "set OPENAI_API_KEY to a key it accepts"
+            if cfg.has_key()
+            else "no key was given: set OPENAI_API_KEY"
+        )
         raise TeacherError(
-            f"the teacher refused the API key ({e.status_code}): check OPENAI_API_KEY"
+            f"the teacher at {cfg.shown_url()} refused {given} ({e.status_code}: {e.message}); {fix}"
         ) from None
     if isinstance(e, openai.NotFoundError):
         raise TeacherError(
@@ -162,6 +217,12 @@ def _classify(e: Exception, cfg: TeacherConfig) -> str | None:
     if isinstance(e, openai.APITimeoutError):
         return "timeout"
     if isinstance(e, openai.APIConnectionError):
+        why = None if reached else _unreachable(e)
+        if why is not None:
+            raise TeacherError(
+                f"cannot reach the teacher at {cfg.shown_url()}: {why}. Start the server there, or pass "
+                "the right --base-url (or OPENAI_BASE_URL); rerun the same command to resume"
+            ) from None
         return "connection"
     if isinstance(e, (openai.APIResponseValidationError, ValueError, AttributeError, LookupError, TypeError)):
         return "bad response"
@@ -197,7 +258,7 @@ async def _ask(
                 "latency_s": round(time.monotonic() - t0, 3),
             }
         except Exception as e:
-            reason = _classify(e, cfg)
+            reason = _classify(e, cfg, reached=report.answered + report.rejected > 0)
             if reason is None:
                 report.rejected += 1
                 return {**head, "error": f"{getattr(e, 'status_code', '')}: {getattr(e, 'message', e)}"}
