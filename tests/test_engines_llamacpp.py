@@ -1,25 +1,47 @@
-"""engine="llama.cpp" on the real test GGUF: template from the file, shared passages, constraint, errors."""
+"""engine="llama.cpp" on the real test GGUF: template from the file, shared passages, constraint, errors.
+
+What needs no llama-cpp-python runs everywhere, CI included: the GGUF header reader and
+``GGUFTokenizer`` (the chat layout read from the file), the GBNF grammar the openai engine sends
+(checked against the library's own constraint through llguidance, a real grammar engine), and the
+errors for bad files and options. The engine itself needs the optional extra, which compiles
+llama.cpp for about 15 minutes, so CI leaves it out (docs/engines.md); those tests take the
+``llama_cpp`` fixture and skip without it. ``benchmarks/run_llamacpp_tests.sh`` installs it and runs all.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import struct
+import sys
 
 import pytest
 
-llama_cpp = pytest.importorskip(
-    "llama_cpp",
-    reason="engine='llama.cpp' needs the optional extra: pip install 'universalner[llamacpp]' "
-    "(compiles llama.cpp for many minutes, so CI leaves it out); benchmarks/run_llamacpp_tests.sh "
-    "installs it and runs these tests",
-    exc_type=ImportError,
+from universalner import UniversalNER
+from universalner.constraints import DONE, START, PassageGrammar, TokenIndex
+from universalner.engines.base import Request
+from universalner.engines.llamacpp import (
+    GGUFError,
+    GGUFTokenizer,
+    LlamaCppEngine,
+    find_gguf,
+    passage_grammar,
+    read_gguf_metadata,
 )
+from universalner.loading import ModelNotFoundError
+from universalner.prompts import Conversation, get_template, parse_answer
 
-from universalner import UniversalNER  # noqa: E402
-from universalner.engines.base import Request  # noqa: E402
-from universalner.engines.llamacpp import GGUFError, LlamaCppEngine, passage_grammar  # noqa: E402
-from universalner.loading import ModelNotFoundError  # noqa: E402
-from universalner.prompts import Conversation, parse_answer  # noqa: E402
+
+@pytest.fixture(scope="module")
+def llama_cpp():
+    return pytest.importorskip(
+        "llama_cpp",
+        reason="engine='llama.cpp' needs the optional extra: pip install 'universalner[llamacpp]' "
+        "(compiles llama.cpp for about 15 minutes, so CI leaves it out); benchmarks/run_llamacpp_tests.sh "
+        "installs it and runs these tests",
+        exc_type=ImportError,
+    )
+
 
 TEXTS = [
     "Barack Obama met Emmanuel Macron in Paris on Tuesday.",
@@ -31,7 +53,7 @@ SHOT = ("person", '["Barack Obama", "Emmanuel Macron"]')
 
 
 @pytest.fixture(scope="module")
-def lcpp(test_gguf):
+def lcpp(llama_cpp, test_gguf):
     return UniversalNER.from_pretrained(test_gguf, engine="llama.cpp", max_new_tokens=12, constrained=False)
 
 
@@ -40,8 +62,142 @@ def few_shot(model: UniversalNER, text: str, label: str) -> Request:
     return Request(model.template.render(conv), text)
 
 
+# ---------------------------------------------------------------- without llama-cpp-python
+def test_gguf_tokenizer_renders_the_files_chat_template_as_transformers(test_gguf, ner):
+    hf = ner.engine.tokenizer
+    tok = GGUFTokenizer.from_file(test_gguf)
+    assert (tok.eos_token, tok.bos_token) == (hf.eos_token, hf.bos_token) == ("<|im_end|>", "<|im_start|>")
+    conv = Conversation(TEXTS[0], [SHOT[0], "location"], [SHOT[1], None], dataset="conll2003")
+    chat = get_template("chat", tok)  # the chat layout from the file's header alone
+    assert chat.prompt(TEXTS[0], "person") == ner.prompt(TEXTS[0], "person")
+    assert chat.render(conv) == ner.template.render(conv)
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    for gen in (True, False):
+        assert tok.apply_chat_template(msgs, add_generation_prompt=gen) == hf.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=gen
+        )
+    with pytest.raises(ValueError, match="renders text only"):
+        tok.apply_chat_template(msgs, tokenize=True)
+    with pytest.raises(ValueError, match="no chat template"):
+        GGUFTokenizer(None, "</s>").apply_chat_template(msgs)
+    # token ids out of range name no token
+    assert GGUFTokenizer.from_metadata({"tokenizer.ggml.eos_token_id": 7}).eos_token is None
+    meta = read_gguf_metadata(test_gguf, ["general.architecture", "tokenizer.ggml.tokens"])
+    assert set(meta) == {"general.architecture", "tokenizer.ggml.tokens"}
+    assert meta["general.architecture"] == "llama" and len(meta["tokenizer.ggml.tokens"]) == len(hf)
+    assert meta["tokenizer.ggml.tokens"][hf.eos_token_id] == "<|im_end|>"
+
+
+def test_bad_gguf_files_and_locations(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGML" + bytes(64))
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        read_gguf_metadata(bad)
+    bad.write_bytes(b"GGUF" + struct.pack("<IQQ", 1, 0, 0))
+    with pytest.raises(GGUFError, match="GGUF version 1 is not supported"):
+        read_gguf_metadata(bad)
+    bad.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + struct.pack("<Q", 1000) + b"key")  # cut short
+    with pytest.raises(GGUFError, match="could not read"):
+        read_gguf_metadata(bad)
+    with pytest.raises(ModelNotFoundError, match="loads local .gguf files only"):
+        find_gguf("someone/model-GGUF")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelNotFoundError, match="is not one"):
+        find_gguf(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="holds 0 .gguf files"):
+        find_gguf(tmp_path / "empty")
+    (tmp_path / "other.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelNotFoundError, match=r"holds 2 .gguf files.*bad.gguf, other.gguf"):
+        find_gguf(tmp_path)
+    assert find_gguf(tmp_path / "empty" / ".." / "other.gguf").name == "other.gguf"
+    with pytest.raises(TypeError, match="must be a .gguf file"):
+        find_gguf("  ")
+
+
+def test_options_are_checked_before_llama_cpp_is_needed(test_gguf, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed
+    with pytest.raises(ValueError, match="already quantised"):
+        LlamaCppEngine.load(test_gguf, quantization="4bit")
+    with pytest.raises(ValueError, match="convert_lora_to_gguf"):
+        LlamaCppEngine.load(test_gguf, adapter=tmp_path)
+    for load in (
+        lambda: LlamaCppEngine.load(test_gguf),
+        lambda: UniversalNER.from_pretrained(test_gguf, engine="llama.cpp"),
+    ):
+        with pytest.raises(ImportError, match=r"pip install 'universalner\[llamacpp\]'"):
+            load()
+
+
+# passages with what the mention rules are about: word starts and ends, punctuation that may or may
+# not end a mention, symbols that may start one, quotes, backslashes, control and non-ASCII characters
+GRAMMAR_PASSAGES = [
+    TEXTS[0],
+    'He said "no" to the $5 deal (BBC), e.g. 3.5% -- São Paulo; café: x,y',
+    "A\\B C\tD ~tilde #tag @home +1 'quoted' end.",
+]
+
+
+def _candidates(passage: str) -> list[str]:
+    """Answers to try: every substring as a one-mention list, pairs of them, and broken lists."""
+    subs = sorted(
+        {passage[i:j] for i in range(len(passage)) for j in range(i + 1, min(len(passage), i + 30) + 1)}
+    )
+    out = [json.dumps([m], ensure_ascii=False) for m in subs if '"' not in m and "\\" not in m]
+    words = passage.split()
+    out += [json.dumps([a, b], ensure_ascii=False) for a in words[:6] for b in words[-4:]]
+    out += ["[]", " []", "  []", "[ ]", "[]\n", '["', '[""]', '["x"', "no list"]
+    out += (
+        [f' ["{w}"]' for w in words]
+        + [f'["{w}",  "{w}"]' for w in words[:3]]
+        + [f"['{w}']" for w in words[:3]]
+    )
+    return out
+
+
+def _constraint_accepts(grammar: PassageGrammar, answer: str) -> bool:
+    """The library's answer language, byte by byte (no repeat rule: that one acts on tokens)."""
+    st = (START, (), 0)
+    for b in answer.encode("utf-8"):
+        st = grammar.moves(st).get(b)
+        if st is None:
+            return False
+    return st[0] == DONE
+
+
+def test_passage_grammar_is_the_constraints_language(test_model_dir):
+    """The GBNF grammar (what the openai engine sends with constrained=True) accepts exactly the answers
+    the library's own constraint accepts, through llguidance's GBNF reading and Earley parser."""
+    import llguidance.hf  # the dev extra
+    from completions_server import gbnf_spec
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(test_model_dir))
+    lt = llguidance.hf.from_tokenizer(hf)
+    index = TokenIndex([b"x"], [0])  # the byte automaton needs no vocabulary
+    for passage in GRAMMAR_PASSAGES:
+        own = PassageGrammar(index, passage)
+        spec = gbnf_spec(passage_grammar(passage))
+        verdicts = []
+        for answer in _candidates(passage):
+            matcher = llguidance.LLMatcher(lt, spec, log_level=0)
+            assert not matcher.is_error(), matcher.get_error()
+            ok = (
+                matcher.consume_tokens(hf(answer, add_special_tokens=False)["input_ids"])
+                and matcher.is_accepting()
+            )
+            want = _constraint_accepts(own, answer)
+            assert ok == want, (passage, answer, matcher.get_error()[:300])
+            verdicts.append(want)
+        assert 10 < sum(verdicts) < len(verdicts) - 10, (passage, sum(verdicts), len(verdicts))
+    # nothing copyable: only the empty list, with or without its leading space
+    assert passage_grammar('"" \\').splitlines() == ['root ::= " "? "[" "]"']
+
+
+# ---------------------------------------------------------------- the engine (llama-cpp-python)
 def test_template_and_tokens_come_from_the_gguf(lcpp, ner):
     assert lcpp.template.layout == "chat"
+    assert isinstance(lcpp.engine.tokenizer, GGUFTokenizer)
     prompt = lcpp.prompt(TEXTS[0], "person")
     assert prompt == ner.prompt(TEXTS[0], "person")  # the file's chat template, rendered as transformers does
     ids = ner.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -99,7 +255,7 @@ def test_constrained_answers_copy_the_passage_and_agree_with_transformers(lcpp, 
     assert all(TEXTS[0][e.start : e.end] == e.text and 0 < e.score <= 1 for e in ents)
 
 
-def test_passage_grammar_is_enforced_by_llama_cpp(test_gguf, lcpp):
+def test_passage_grammar_is_enforced_by_llama_cpp(llama_cpp, test_gguf, lcpp):
     """The GBNF form of the answer language (for servers) through llama.cpp's own grammar engine."""
     text = TEXTS[0]
     grammar = llama_cpp.LlamaGrammar.from_string(passage_grammar(text), verbose=False)
@@ -111,25 +267,15 @@ def test_passage_grammar_is_enforced_by_llama_cpp(test_gguf, lcpp):
     # no repeat rule and no length budget in a grammar: the list may be cut off, never malformed
     assert answer.lstrip().startswith('["')
     assert parse_answer(answer) and all(m in text for m in parse_answer(answer))
-    assert passage_grammar('"" \\').startswith('root ::= " "? "[" "]"')  # nothing copyable: only []
 
 
-def test_clear_errors(tmp_path, test_gguf):
+def test_clear_errors_once_loaded(llama_cpp, tmp_path):
+    """The same file errors through the engine (with the extra installed, they come before llama.cpp)."""
     with pytest.raises(ModelNotFoundError, match="loads local .gguf files only"):
         UniversalNER.from_pretrained("someone/model-GGUF", engine="llama.cpp")
-    (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ModelNotFoundError, match="is not one"):
-        LlamaCppEngine.load(tmp_path / "notes.txt")
     (tmp_path / "bad.gguf").write_bytes(b"GGML" + bytes(64))
     with pytest.raises(GGUFError, match="not a GGUF file"):
         LlamaCppEngine.load(tmp_path / "bad.gguf")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match="holds 0 .gguf files"):
-        LlamaCppEngine.load(tmp_path / "empty")
-    with pytest.raises(ValueError, match="already quantised"):
-        LlamaCppEngine.load(test_gguf, quantization="4bit")
-    with pytest.raises(ValueError, match="convert_lora_to_gguf"):
-        LlamaCppEngine.load(test_gguf, adapter=tmp_path)
 
 
 def test_too_long_a_prompt_names_the_limit(lcpp):

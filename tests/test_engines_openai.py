@@ -19,7 +19,8 @@ from completions_server import CompletionsServer
 
 from universalner import UniversalNER
 from universalner.engines.base import Request
-from universalner.engines.openai import OpenAIEngine, ServerError, conversation_messages
+from universalner.engines.llamacpp import passage_grammar
+from universalner.engines.openai import OpenAIEngine, ServerError, conversation_messages, vllm_grammar_field
 
 TEXTS = ["Barack Obama met Emmanuel Macron in Paris on Tuesday.", "The Nile flows through Egypt."]
 LABELS = ["person", "location"]
@@ -138,6 +139,114 @@ def test_uniner_layout_without_a_tokenizer(served):
     assert model.prompt("Rome.", "city").endswith("</s>USER: What describes city in the text? ASSISTANT:")
     (pred,) = model.predict(["Rome is old."], ["city"])
     assert isinstance(pred.raw["city"], str) and "</s>" not in pred.raw["city"]
+
+
+# ---------------------------------------------------------------- constrained=True, the default: grammars
+# the untuned model answers [] to "person" and copies mentions for "city" (chat layout); 32 tokens leave
+# the local constraint's length budget and repeat rule nothing to cut, so both languages are the same
+GTEXTS = [TEXTS[0], "Apple hired Tim Cook in California."]
+ASK = ["person", "city"]
+GNEW = 32
+
+
+@pytest.fixture(scope="module")
+def constrained_reference(ner):
+    """The transformers engine's own constrained answers: (predictions, generations)."""
+    model = UniversalNER(ner.engine, max_new_tokens=GNEW)
+    reqs = [Request(ner.prompt(t, label), t, group=g) for g, t in enumerate(GTEXTS) for label in ASK]
+    return model.predict(GTEXTS, ASK, batch_size=2), ner.engine.generate(
+        reqs, max_new_tokens=GNEW, constrained=True
+    )
+
+
+def _grammar_client(server, test_model_dir) -> UniversalNER:
+    engine = OpenAIEngine.load(
+        str(test_model_dir), base_url=server.base_url, served_model="smollm2", max_retries=0
+    )
+    client = UniversalNER(engine, max_new_tokens=GNEW)
+    assert client.constrained  # the default path, nothing asked for
+    return client
+
+
+def _sent(server, before: int) -> list[tuple[str, object]]:
+    return sorted((b["prompt"], b[server.grammar]) for b in server.bodies[before:])
+
+
+def test_default_constrained_path_on_a_llama_cpp_style_server(ner, test_model_dir, constrained_reference):
+    """llama.cpp's servers take the GBNF grammar as ``grammar`` and return log-probabilities over the
+    whole vocabulary: same answers as the transformers engine, lower scores (not renormalised)."""
+    ref_preds, ref_gens = constrained_reference
+    assert any(p.entities for p in ref_preds), [p.raw for p in ref_preds]
+    with CompletionsServer(ner.engine, "smollm2", grammar="grammar") as server:
+        client = _grammar_client(server, test_model_dir)
+        assert client.engine.grammar_field == "grammar"  # no owner named: llama.cpp's field
+        preds = client.predict(GTEXTS, ASK, batch_size=2)
+        want = sorted((ner.prompt(t, label), passage_grammar(t)) for t in GTEXTS for label in ASK)
+        assert _sent(server, 0) == want  # each question carried its passage's grammar
+        before = len(server.bodies)
+        reqs = [Request(ner.prompt(t, label), t, group=g) for g, t in enumerate(GTEXTS) for label in ASK]
+        gens = client.engine.generate(reqs, max_new_tokens=GNEW, constrained=True)
+        assert len(server.bodies) == before + len(reqs)
+    assert [p.raw for p in preds] == [p.raw for p in ref_preds]  # the grammar held: the same answers
+    for got, ref in zip(preds, ref_preds, strict=True):
+        assert [(e.text, e.label, e.start, e.end) for e in got.entities] == [
+            (e.text, e.label, e.start, e.end) for e in ref.entities
+        ]
+        for e, r in zip(got.entities, ref.entities, strict=True):
+            assert e.score < r.score  # the mass on tokens the grammar forbids is not taken out
+    for g, r in zip(gens, ref_gens, strict=True):
+        assert g.text == r.text and [s[:2] for s in g.token_spans] == [s[:2] for s in r.token_spans]
+        # log p over the whole vocabulary <= log p over the allowed tokens, token by token
+        assert all(a[2] <= b[2] + 1e-4 for a, b in zip(g.token_spans, r.token_spans, strict=True))
+        assert sum(a[2] for a in g.token_spans) < sum(b[2] for b in r.token_spans) - 1.0
+
+
+def test_default_constrained_path_on_a_vllm_style_server(ner, test_model_dir, constrained_reference):
+    """vLLM takes the grammar as ``structured_outputs`` (>= 0.11) or ``guided_grammar`` (older), picked
+    from its ``/version``, and masks the logits before its log-probabilities: renormalised over the
+    allowed tokens as on the local engines, so the scores are the same."""
+    ref_preds, _ = constrained_reference
+    with CompletionsServer(
+        ner.engine, "smollm2", grammar="structured_outputs", owner="vllm", version="0.11.2"
+    ) as server:
+        client = _grammar_client(server, test_model_dir)
+        assert client.engine.grammar_field == "structured_outputs"
+        preds = client.predict(GTEXTS, ASK, batch_size=2)
+        want = sorted(
+            (ner.prompt(t, label), {"grammar": passage_grammar(t)}) for t in GTEXTS for label in ASK
+        )
+        assert _sent(server, 0) == want
+    assert [p.raw for p in preds] == [p.raw for p in ref_preds]
+    for got, ref in zip(preds, ref_preds, strict=True):
+        assert [(e.text, e.start, e.end) for e in got.entities] == [
+            (e.text, e.start, e.end) for e in ref.entities
+        ]
+        assert [e.score for e in got.entities] == pytest.approx([e.score for e in ref.entities], abs=1e-4)
+    with CompletionsServer(
+        ner.engine, "smollm2", grammar="guided_grammar", owner="vllm", version="0.10.1"
+    ) as server:
+        client = _grammar_client(server, test_model_dir)
+        assert client.engine.grammar_field == "guided_grammar"
+        (pred,) = client.predict(GTEXTS[1:], ["city"])
+        assert _sent(server, 0) == [(ner.prompt(GTEXTS[1], "city"), passage_grammar(GTEXTS[1]))]
+    assert pred.raw == {"city": ref_preds[1].raw["city"]}
+
+
+def test_vllm_grammar_field_follows_the_version():
+    assert vllm_grammar_field("0.10.2") == vllm_grammar_field("0.6.3.post1") == "guided_grammar"
+    assert vllm_grammar_field("0.11.0") == vllm_grammar_field("1.2.0rc1") == "structured_outputs"
+    assert vllm_grammar_field(None) == vllm_grammar_field("dev") == "structured_outputs"  # unknown: recent
+
+
+def test_grammar_in_a_field_the_server_does_not_take(ner, test_model_dir):
+    with CompletionsServer(ner.engine, "smollm2", grammar="grammar") as server:
+        engine = OpenAIEngine.load(
+            str(test_model_dir), base_url=server.base_url, served_model="smollm2", max_retries=0,
+            grammar_field="structured_outputs",
+        )  # fmt: skip
+        req = Request(ner.prompt(GTEXTS[1], "city"), GTEXTS[1])
+        with pytest.raises(ServerError, match=r"400.*'structured_outputs'.*grammar_field="):
+            engine.generate([req], max_new_tokens=4, constrained=True)
 
 
 # ---------------------------------------------------------------- llama.cpp's own server, when installed
