@@ -5,7 +5,10 @@ the UniNER layout byte for byte; servers without that endpoint get the same conv
 messages. Requests go out ``max_concurrency`` at a time, the questions about one passage next to
 each other so the server's prefix cache computes the passage once; failed calls (connection errors,
 429, 5xx) are retried with exponential backoff by the ``openai`` client. Scores come from the
-log-probabilities the server returns.
+log-probabilities the server returns. With ``constrained=True`` these are what the server makes of
+them: vLLM computes them after the grammar's mask, i.e. renormalised over the allowed tokens as the
+local engines do; llama.cpp's servers take them over the whole vocabulary, before the grammar, which
+gives lower scores (docs/engines.md).
 """
 
 from __future__ import annotations
