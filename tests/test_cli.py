@@ -73,7 +73,11 @@ def test_console_script_forwards_the_jobs():
     parser's help only names the jobs), and arguments reach the job."""
     script = Path(sys.executable).with_name("universalner")  # the console script pip installed
     assert script.is_file(), script
-    own_options = {"distill": "--teacher-model", "tune": "--base-model", "evaluate": "{run,score,convert}"}
+    own_options = {
+        "distill": "--teacher-model",
+        "tune": "--base-model",
+        "evaluate": "{run,sweep,score,convert}",
+    }
     for job, option in own_options.items():
         own = subprocess.run(
             [sys.executable, "-m", f"universalner.{job}", "--help"],

@@ -118,7 +118,7 @@ def test_entry_point_works_in_a_fresh_interpreter(test_model_dir, tmp_path):
 @pytest.mark.parametrize(
     "change, key",
     [
-        ({"model": None}, "model"),  # None: dropped below, so the key is missing
+        ({"model": " "}, "model"),  # a blank name (a missing key means the shipped default student)
         ({"lables": ["city"]}, "lables"),
         ({"style": "entities"}, "style"),
         ({"labels": "city"}, "labels"),

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from .student import DEFAULT_STUDENT
+
 
 class InputError(ValueError):
     """A problem with the user's input file, naming the file and line."""
@@ -26,6 +28,10 @@ def parse_labels(spec: str) -> list[str] | dict[str, str]:
             raise InputError(f"--labels: no such file {spec}")
         try:
             value = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"--labels: {spec} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+            ) from e
         except json.JSONDecodeError as e:
             raise InputError(f"--labels: {spec} is not valid JSON ({e})") from e
         if isinstance(value, (list, dict)):
@@ -42,9 +48,15 @@ def read_passages(path: Path, field: str = "text") -> Iterator[str]:
     if not path.is_file():
         raise InputError(f"--input: no such file {path}")
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff" if n == 1 else "").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "save the file as UTF-8, e.g. iconv -f latin1 -t utf-8"
+                ) from None
             if not line.strip():
                 continue
             if jsonl or (n == 1 and line.lstrip().startswith("{")):
@@ -60,6 +72,39 @@ def read_passages(path: Path, field: str = "text") -> Iterator[str]:
                 yield line
 
 
+def finished_results(path: Path, passages: list[str]) -> int:
+    """How many passages an earlier run wrote to ``path`` (to resume after them).
+
+    A last line cut short by a crash is removed; a file that holds anything but this command's
+    results for these passages, in order, is refused rather than appended to."""
+    data = path.read_bytes()
+    good = done = 0
+    for n, raw in enumerate(data.splitlines(keepends=True), 1):
+        if not raw.endswith(b"\n"):
+            break  # torn by a crash: asked again
+        if raw.strip():
+            try:
+                rec = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                rec = None
+            if not (isinstance(rec, dict) and isinstance(rec.get("text"), str) and "entities" in rec):
+                raise InputError(
+                    f"--output {path}:{n} is not a result line of this command; give another --output, "
+                    "or delete the file to start over"
+                )
+            if done >= len(passages) or rec["text"] != passages[done]:
+                raise InputError(
+                    f"--output {path}:{n} holds the result for another text than passage {done + 1} of the "
+                    "input; the input changed since that run: give another --output, or delete the file"
+                )
+            done += 1
+        good += len(raw)
+    if good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return done
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m universalner",
@@ -67,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="other jobs: universalner distill|tune|evaluate ... (or python -m universalner.JOB)",
     )
     p.add_argument("text", nargs="*", help="text to analyse (or use --input)")
-    p.add_argument("--model", required=True, help="hub id, model folder or .gguf file")
+    p.add_argument(
+        "--model", default=DEFAULT_STUDENT,
+        help=f"hub id, model folder, .gguf file or shipped student (default: {DEFAULT_STUDENT}, the library's own)",
+    )  # fmt: skip
     p.add_argument("--labels", required=True, help="comma-separated types, or a JSON file (list or dict)")
     p.add_argument("--input", type=Path, help="plain text (one passage per line) or .jsonl with a text field")
     p.add_argument("--text-field", default="text", help="field of --input JSON lines (default: text)")
@@ -79,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="auto", choices=["auto", "uniner", "chat"])
     p.add_argument("--dataset", default=None, help="data set name for dataset-specific students")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threshold", type=float, default=0.0)
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="drop mentions scored lower (default: the student's own, chosen on its dev split; else 0)",
+    )  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument(
         "--verbose", action="store_true", help="also show other libraries' logs, progress bars and warnings"
@@ -109,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .prompts import resolve_labels
+
     labels = parse_labels(args.labels)
+    resolve_labels(labels)  # empty names and the like fail here, before the model is loaded
     if args.text and args.input:
         raise InputError("give text arguments or --input, not both")
     if not args.text and not args.input:
@@ -117,13 +171,16 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     passages = [" ".join(args.text)] if args.text else list(read_passages(args.input, args.text_field))
+    if args.text and not passages[0].strip():
+        raise InputError("nothing to analyse: the text is empty")
+    if not passages:
+        raise InputError(f"--input {args.input} holds no text (every line is empty)")
 
     done = 0
+    if args.output and args.output.is_dir():
+        raise InputError(f"--output {args.output} is a folder; give the path of a JSON lines file")
     if args.output and args.output.is_file():
-        with args.output.open(encoding="utf-8") as f:
-            done = sum(1 for line in f if line.strip())
-        if done > len(passages):
-            raise InputError(f"{args.output} holds {done} results but the input has {len(passages)} passages")
+        done = finished_results(args.output, passages)
 
     from .model import UniversalNER
 

@@ -126,7 +126,7 @@ def check_settings(name: str, s: Settings) -> None:
         raise _config_error(name, key, msg)
 
     if not isinstance(s.model, str) or not s.model.strip():
-        bad("model", f"must name a model (hub id, folder or .gguf file), not {s.model!r}")
+        bad("model", f"must name a model (hub id, folder, .gguf file or shipped student), not {s.model!r}")
     model = Path(os.path.expanduser(s.model))
     if model.suffix.lower() == ".gguf":
         if not model.is_file():
