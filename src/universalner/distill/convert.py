@@ -14,7 +14,6 @@ naturally spaced), ``stats.json`` (counts, settings and the input's sha256).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -22,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checksums import sha256_file
 from ..corpora import DataFormatError, Sentence, decode_tags, read_conll, sentence_from_tokens
 from ..corpora.conversations import eval_records, records_to_reference
 from ..corpora.spacing import join_tokens
@@ -118,14 +118,6 @@ def read_labels(path: str) -> list[str]:
     return labels
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dev_records(sentences: list[Sentence], sampler: NegativeSampler, k: int, seed: int, name: str) -> list:
     """Reference-format records: each passage asked its own types plus ``k`` absent ones."""
     records = []
@@ -184,7 +176,7 @@ def convert(cfg: ConvertConfig) -> dict:
     positives = report.questions - report.negatives
     stats = {
         "input": str(Path(cfg.input).resolve()),
-        "input_sha256": sha256(cfg.input),
+        "input_sha256": sha256_file(cfg.input),
         "settings": vars(cfg),
         "passages": len(passages),
         "chunks": len(chunks),

@@ -11,23 +11,15 @@ measured scores and copied in with ``--card``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from ..checksums import sha256_file
 from ..loading import TEMPLATE_RECORD, read_template_record, write_template_record
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_student(
@@ -70,7 +62,7 @@ def export_student(
     record.update(
         threshold=float(threshold),
         list_threshold=float(list_threshold),
-        base={"name": base_name, "file": base_gguf.name, "sha256": _sha256(base_gguf)},
+        base={"name": base_name, "file": base_gguf.name, "sha256": sha256_file(base_gguf)},
         checkpoint=checkpoint.name,
         **(extra or {}),
     )
