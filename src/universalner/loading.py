@@ -65,6 +65,19 @@ def gguf_to_folder(gguf: str | os.PathLike, progress: bool | None = None) -> Pat
     import logging
     import shutil
 
+    from .engines.llamacpp import GGUFError, read_gguf_metadata
+
+    try:  # the header, in milliseconds: a truncated or foreign file fails before any slow work
+        read_gguf_metadata(gguf, ["general.architecture"])
+    except GGUFError as e:
+        reason = str(e)
+        for head in (f"could not read {gguf} as a GGUF file: ", f"{gguf}: ", f"{gguf} "):
+            reason = reason.removeprefix(head)
+        reason = "it " + reason if reason.startswith("is ") else reason
+        raise ValueError(
+            f"could not read {gguf} as a GGUF model: {reason}; is the file complete? "
+            "Download it again or give another model"
+        ) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -68,7 +68,12 @@ class HFTokenCounter(TokenCounter):
             from transformers import AutoTokenizer
         except ImportError as e:  # pragma: no cover - transformers is a dependency
             raise CorpusError(f"--tokenizer needs transformers: {e}") from e
+        local = Path(os.path.expanduser(str(name_or_path))).exists()
         try:
+            if not local:  # a hub id: fail in seconds, not minutes of retries, when the hub is out of reach
+                from ..loading import check_hub_reachable
+
+                check_hub_reachable(str(name_or_path))
             self.tok = AutoTokenizer.from_pretrained(name_or_path)
         except Exception as e:
             raise CorpusError(
@@ -199,8 +204,14 @@ def _open_text(path: Path):
 
 
 def _read_jsonl(path: Path, label: str, text_field: str) -> Iterator[Document]:
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CorpusError(
+                    f"{path}:{lineno}: not UTF-8 text ({e.reason} at column {e.start + 1}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:

@@ -74,12 +74,8 @@ def load_model_and_tokenizer(
     dtype: str | None = None,
 ):
     """(model, tokenizer, device, [folders that may hold a template record])."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if quantization not in QUANTIZATIONS:  # checked before anything slow happens
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
-    device = pick_device(device)
     location = resolve_model(model)
     if adapter is not None:
         resolve_model(adapter)  # a missing adapter fails before the base model is loaded
@@ -107,6 +103,11 @@ def load_model_and_tokenizer(
         record_dirs.append(location)
     else:
         check_hub_reachable(location)
+    # torch and transformers only now: a model that is not there fails before seconds of imports
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(device)
     qconf = quantization_config(quantization, device)
     if dtype is None:
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

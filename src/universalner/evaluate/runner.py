@@ -97,7 +97,11 @@ def _check_config(folder: Path, config: dict) -> None:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
-        if diff:
+        preds = folder / "predictions.jsonl"
+        if diff and (not preds.exists() or preds.stat().st_size == 0):
+            # the earlier run answered nothing (say, its model failed to load): nothing to conflict with
+            write_json(path, config)
+        elif diff:
             raise ResumeMismatch(
                 f"{folder} holds predictions made with other settings ({', '.join(diff)} differ); "
                 "use another --output folder or delete this one"
