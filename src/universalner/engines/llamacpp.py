@@ -430,8 +430,34 @@ class LlamaCppEngine(Engine):
 
     @classmethod
     def load(cls, model, quantization=None, device="auto", adapter=None, **kw) -> LlamaCppEngine:
-        """A GGUF student; ``quantization`` is the file's own (choose a Q4/Q8 file), ``device``
-        'cpu' or 'auto' (all layers on the GPU when llama.cpp was built with one)."""
+        """A GGUF student, or a LoRA student (a shipped one such as ``universalner-135m``, or a folder
+        written by ``universalner.tune`` on a GGUF base) merged into its base once and cached
+        (``universalner.student_gguf``). ``quantization``: for a GGUF file, None (the file is already
+        quantised); for a LoRA student, the merged file's format, ``"q8_0"`` (default), ``"q4_0"``,
+        ``"f16"`` or ``"f32"``. ``device``: 'cpu' or 'auto' (all layers on the GPU when llama.cpp was
+        built with one)."""
+        from ..student import student_folder
+        from ..student_gguf import QUANTS, merged_gguf
+
+        folder = student_folder(str(model)) if isinstance(model, (str, os.PathLike)) else None
+        if folder is None and isinstance(model, (str, os.PathLike)):
+            p = Path(os.path.expanduser(str(model)))
+            folder = p if (p / "adapter_config.json").is_file() else None
+        if folder is not None:
+            if adapter is not None:
+                raise ValueError(
+                    f"{model!r} is already an adapter; adapter= takes a .gguf LoRA for a GGUF model"
+                )
+            quant = "q8_0" if quantization is None else quantization
+            if quant not in QUANTS:
+                raise ValueError(
+                    f"quantization={quantization!r}: with engine='llama.cpp' a LoRA student is merged into its "
+                    f"base as one of {QUANTS}"
+                )
+            _import_llama_cpp()  # a missing llama-cpp-python fails before the merge is written
+            engine = cls.load(merged_gguf(folder, quant), device=device, **kw)
+            engine.record_dirs.insert(0, folder)
+            return engine
         if quantization is not None:
             raise ValueError(
                 f"quantization={quantization!r}: with engine='llama.cpp' the GGUF file is already quantised; "
