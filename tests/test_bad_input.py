@@ -467,6 +467,38 @@ def test_tune_bad_inputs(tmp_path, capsys, test_model_dir, conversations, orphan
         assert not (tmp_path / f"t{k}" / "tune_config.json").exists()
 
 
+@pytest.mark.parametrize("hub_offline", ["0", "1"])
+def test_tune_hub_id_without_network_fails_in_seconds(tmp_path, conversations, hub_offline):
+    """A real process: the hub refuses connections (HF_HUB_OFFLINE=0: caught before any import of
+    transformers) or is switched off with nothing cached (=1: transformers' own OSError, caught)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS")}
+    env |= {
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+        "HF_HUB_OFFLINE": hub_offline,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),  # nothing cached
+    }
+    out = tmp_path / "student"
+    cmd = [sys.executable, "-m", "universalner.tune", "--base-model", "Universal-NER/UniNER-7B-type"]
+    t0 = time.monotonic()
+    got = subprocess.run(
+        [*cmd, "--data", str(conversations), "--output", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 60, "minutes of hub retries are back"
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.startswith(
+        "error: could not load 'Universal-NER/UniNER-7B-type' from the Hugging Face hub"
+    )
+    one_error(got.stderr, "huggingface-cli download Universal-NER/UniNER-7B-type")
+    if hub_offline == "1":  # not "set HF_HUB_OFFLINE=1", which it is
+        assert "HF_HUB_OFFLINE is set" in got.stderr, got.stderr
+    assert got.stdout == "" and not (out / "tune_config.json").exists()
+
+
 # ================================================================== evaluate
 def test_evaluate_bad_inputs(tmp_path, capsys, test_model_dir, offline, bad_ggufs, orphan_adapter, cache):
     mod = "universalner.evaluate.__main__"

@@ -85,6 +85,27 @@ def test_hf_token_bytes_spell_what_the_tokenizer_decodes(tokenizer, index):
     assert TokenIndex.for_hf_tokenizer(tokenizer, [tokenizer.eos_token_id]) is index  # built once
 
 
+def test_the_lazy_trie_holds_every_token_once_at_its_bytes(tokenizer, index):
+    """Grown node by node as walks reach it, the trie is the whole vocabulary: every usable token under
+    its bytes, nothing else, and a node has children exactly where a longer token starts with it."""
+    want: dict[bytes, list[int]] = {}
+    for tid, piece in enumerate(index.pieces):
+        if piece and tid not in index.end_ids:
+            want.setdefault(piece, []).append(tid)
+    prefixes = {p[:k] for p in want for k in range(len(p))}
+    got: dict[bytes, list[int]] = {}
+    fresh = TokenIndex(index.pieces, index.end_ids)  # nothing grown yet
+    stack = [(fresh.root, b"")]
+    while stack:
+        node, path = stack.pop()
+        if node[1]:
+            got[path] = node[1]
+        assert TokenIndex.has_children(node) == (path in prefixes), path
+        for b, child in fresh.children(node).items():
+            stack.append((child, path + bytes([b])))
+    assert got == want
+
+
 @pytest.mark.parametrize("which", ["crossner", "tricky"])
 def test_every_walk_is_a_closed_json_list_of_passage_words(index, shared_data, which):
     passages = crossner(shared_data) if which == "crossner" else [TRICKY]

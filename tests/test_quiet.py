@@ -1,7 +1,8 @@
 """The README's first command prints its answer and the library's own progress, nothing else.
 
 Real processes on the real test model: a cold run (empty cache: the GGUF file is converted) says so
-in one line; a warm run prints nothing on stderr; ``--verbose`` brings the other libraries back.
+in one line; a warm run prints nothing on stderr; ``--verbose`` brings the other libraries back. The
+``evaluate`` and ``tune`` command lines are as quiet.
 """
 
 from __future__ import annotations
@@ -47,3 +48,47 @@ def test_four_bit_run_has_no_bitsandbytes_note(test_model_dir, tmp_path):
     assert got.returncode == 0, got.stderr
     assert got.stderr == "", got.stderr  # e.g. "Failed to load CPU gemm_4bit_forward from kernels-community"
     assert json.loads(got.stdout)["text"] == TEXT
+
+
+GOLD = "Obama\tB-person\nvisited\tO\nParis\tB-location\n.\tO\n"
+NOISE = ("Loading weights", "Warning", "Failed to load", "kernels-community")  # other libraries' logs
+
+
+def job(module: str, *argv) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS")}
+    cmd = [sys.executable, "-m", module, *map(str, argv)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_evaluate_run_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, tmp_path):
+    gold = tmp_path / "gold.txt"
+    gold.write_text(GOLD)
+    args = ["--model", test_model_dir, "--data", f"x={gold}", "--no-progress", "--max-new-tokens", "16"]
+    quiet = job("universalner.evaluate", "run", *args, "--output", tmp_path / "a")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "", quiet.stderr
+    loud = job("universalner.evaluate", "run", *args, "--output", tmp_path / "b", "--verbose")
+    assert loud.returncode == 0, loud.stderr
+    assert "Loading weights" in loud.stderr
+    answers = [(tmp_path / k / "x" / "outputs.jsonl").read_text() for k in "ab"]
+    assert answers[0] == answers[1]
+
+
+def test_tune_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, tmp_path):
+    data = tmp_path / "train.json"
+    turns = [
+        {"from": "human", "value": f"Text: {TEXT}"},
+        {"from": "gpt", "value": "I've read this text."},
+        {"from": "human", "value": "What describes person in the text?"},
+        {"from": "gpt", "value": '["Barack Obama", "Emmanuel Macron"]'},
+    ]
+    data.write_text(json.dumps([{"id": "a", "conversations": turns}]))
+    args = ["--base-model", test_model_dir, "--data", data, "--max-steps", "1", "--batch-size", "1"]
+    args += ["--grad-accum", "1", "--max-length", "128"]
+    quiet = job("universalner.tune", *args, "--output", tmp_path / "a")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "tune: saved the adapter" in quiet.stderr  # its own progress stays
+    assert not [n for n in NOISE if n in quiet.stderr], quiet.stderr
+    loud = job("universalner.tune", *args, "--output", tmp_path / "b", "--verbose")
+    assert loud.returncode == 0, loud.stderr
+    assert "Loading weights" in loud.stderr

@@ -61,9 +61,10 @@ def test_readme_sentence(student):
     assert found(ents) == {("person", "Barack Obama"), ("person", "Emmanuel Macron"), ("location", "Paris")}
     for e in ents:
         assert README_SENTENCE[e.start : e.end] == e.text and 0 < e.score <= 1
-    assert student.threshold == json.loads((STUDENTS_DIR / DEFAULT_STUDENT / "universalner.json").read_text())[
-        "threshold"
-    ]
+    assert (
+        student.threshold
+        == json.loads((STUDENTS_DIR / DEFAULT_STUDENT / "universalner.json").read_text())["threshold"]
+    )
 
 
 @pytest.mark.parametrize("text, labels, expected", MORE)
@@ -141,11 +142,30 @@ def test_export_round_trip(tmp_path, test_gguf):
 
     src = STUDENTS_DIR / DEFAULT_STUDENT
     out = export_student(src, tmp_path / "again", test_gguf, threshold=0.25)
-    a, b = load_file(str(src / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    a, b = (
+        load_file(str(src / "adapter_model.safetensors")),
+        load_file(str(out / "adapter_model.safetensors")),
+    )
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     rec = json.loads((out / "universalner.json").read_text())
-    assert rec["threshold"] == 0.25 and rec["base"]["sha256"] == json.loads(
-        (src / "universalner.json").read_text()
-    )["base"]["sha256"]
+    assert (
+        rec["threshold"] == 0.25
+        and rec["base"]["sha256"] == json.loads((src / "universalner.json").read_text())["base"]["sha256"]
+    )
     with pytest.raises(FileNotFoundError, match="no LoRA adapter"):
         export_student(tmp_path, tmp_path / "x", test_gguf)
+
+
+def test_the_base_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    from universalner.checksums import sha256_file, sha256_file_remembered
+
+    monkeypatch.setenv("UNIVERSALNER_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "base.gguf"
+    f.write_bytes(b"GGUF one")
+    assert sha256_file_remembered(f) == sha256_file(f)
+    assert sha256_file(f) in (tmp_path / "cache" / "sha256.json").read_text()
+    f.write_bytes(b"GGUF two")  # the same size, a new modification time
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))
+    assert sha256_file_remembered(f) == sha256_file(f)
+    (tmp_path / "cache" / "sha256.json").write_text("not json")  # a damaged record: hashed again
+    assert sha256_file_remembered(f) == sha256_file(f)

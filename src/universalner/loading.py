@@ -188,13 +188,22 @@ def resolve_model(model: str | os.PathLike) -> Path | str:
 
 def offline_hint(model_id: str, error: Exception) -> ModelNotFoundError:
     """The one clear error for a hub id that cannot be fetched (no network, no cache, gated)."""
+    cache_tip = (
+        "(HF_HUB_OFFLINE is set: only the hub cache is read, and it holds no copy of this model.)"
+        if _hub_offline()
+        else "With a populated cache, set HF_HUB_OFFLINE=1."
+    )
     return ModelNotFoundError(
         f"could not load {model_id!r} from the Hugging Face hub ({type(error).__name__}: {error}).\n"
         "If this machine is offline: on a machine with access run\n"
         f"    huggingface-cli download {model_id} --local-dir ./{model_id.split('/')[-1]}\n"
-        "copy that folder here and pass its path as the model; or pass a local .gguf file. "
-        "With a populated cache, set HF_HUB_OFFLINE=1."
+        f"copy that folder here and pass its path as the model; or pass a local .gguf file. {cache_tip}"
     )
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def check_hub_reachable(model_id: str, timeout: float = 3.0) -> None:
@@ -202,7 +211,7 @@ def check_hub_reachable(model_id: str, timeout: float = 3.0) -> None:
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if _hub_offline():
         return  # transformers answers from the cache at once, or fails fast itself
     try:
         from huggingface_hub import try_to_load_from_cache

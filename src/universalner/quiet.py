@@ -8,22 +8,28 @@ and bitsandbytes' note about optional CPU kernels: nothing a user of the command
 * the ``universalner`` logger prints its INFO messages (one line when a GGUF file is converted, once)
   and warnings to stderr as ``universalner: ...``;
 * transformers logs errors only and shows no progress bars; bitsandbytes, accelerate, peft,
-  huggingface_hub and torch log errors only; FutureWarning and DeprecationWarning raised outside
-  ``universalner`` are not shown (they speak to the developers of the code that raised them);
+  huggingface_hub, torch and torchao log errors only; FutureWarning and DeprecationWarning raised
+  outside ``universalner`` are not shown (they speak to the developers of the code that raised them);
+  torch and transformers are set when they are imported (torch resets its loggers then), so
+  ``setup()`` imports neither;
 * ``verbose=True`` (``--verbose``) changes none of the other libraries and shows the library's DEBUG
   messages. A library's own switch still works: ``TRANSFORMERS_VERBOSITY=info`` keeps transformers'
-  logs, and in Python nothing is hidden unless ``setup()`` is called (``logging`` decides, as usual).
+  logs, ``TORCH_LOGS`` torch's, and in Python nothing is hidden unless ``setup()`` is called
+  (``logging`` decides, as usual).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 
 #: libraries whose INFO/WARNING logs are for their own developers, not for a user of the command line
-LIBRARIES = ("bitsandbytes", "accelerate", "peft", "huggingface_hub", "torch", "filelock", "httpx")
+LIBRARIES = ("bitsandbytes", "accelerate", "peft", "huggingface_hub", "torch", "torchao", "filelock", "httpx")
 
 
 class _Stderr(logging.StreamHandler):
@@ -68,11 +74,70 @@ def setup(verbose: bool = False, libraries: bool = True) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("default", category=FutureWarning, module=r"universalner(\.|$)")
     warnings.filterwarnings("default", category=DeprecationWarning, module=r"universalner(\.|$)")
-    if os.environ.get("TRANSFORMERS_VERBOSITY"):
-        return  # the user chose transformers' verbosity
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
+    if not os.environ.get("TORCH_LOGS"):  # else the user chose torch's logs
+        _after_import("torch", _quiet_torch)
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):  # else the user chose transformers' verbosity
+        _after_import("transformers", _quiet_transformers)
+
+
+def _after_import(name: str, then: Callable[[], None]) -> None:
+    """``then()`` now if ``name`` is imported, else right after it is (once)."""
+    if name in sys.modules:
+        then()
+    elif not any(isinstance(f, _AfterImport) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(name, then))
+
+
+def _quiet_torch() -> None:
+    # torch sets its loggers' levels when it is imported (from TORCH_LOGS): set after that
+    logging.getLogger("torch").setLevel(logging.ERROR)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls ``then()`` right after the module ``name`` is first imported.
+
+    transformers and torch are quieted when something imports them, not by importing them in
+    ``setup()``: a command line that stops at a bad argument stops before seconds of imports. (A
+    finder, not a one-off check: availability probes such as ``importlib.util.find_spec("torch")``
+    ask the finders without importing.)"""
+
+    def __init__(self, name: str, then: Callable[[], None]):
+        self.name, self.then = name, then
+        self.looking = False
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name or self.looking:
+            return None
+        self.looking = True  # the look-up below asks the finders again, this one included
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.looking = False
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ThenLoader(spec.loader, self)
+        return spec
+
+    def done(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.then()
+
+
+class _ThenLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, finder: _AfterImport):
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader  # the module sees its own loader
+        self.loader.exec_module(module)
+        self.finder.done()

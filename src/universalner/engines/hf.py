@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import lora
 from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex, choose, list_penalty
 from ..loading import ModelNotFoundError, check_hub_reachable, offline_hint, resolve_model
 from ..tokens import prompt_ids
@@ -124,28 +125,58 @@ def load_model_and_tokenizer(
             else location
         )
         tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-        lm = AutoModelForCausalLM.from_pretrained(str(location), **kwargs)
+        lm, merged = _from_merged(location, adapter, torch_dtype, qconf is not None, kwargs)
+        kept = lm is not None  # the shipped student's weights, merged by an earlier load
+        if lm is None:
+            lm = AutoModelForCausalLM.from_pretrained(str(location), **kwargs)
     except OSError as e:
         if isinstance(location, str):
             raise offline_hint(location, e) from e
         raise
     if qconf is None:
         lm = lm.to(device)
-    if adapter is not None:
+    if kept:
+        record_dirs.insert(0, resolve_model(adapter))
+    elif adapter is not None:
         adapter_path = resolve_model(adapter)
-        try:
-            from peft import PeftModel
-        except ImportError as e:
-            raise ImportError("adapter= needs peft: pip install 'universalner[tune]'") from e
-        lm = PeftModel.from_pretrained(lm, str(adapter_path))
-        if qconf is None:  # folded into the weights: no extra LoRA products at every step
-            lm = lm.merge_and_unload()
+        # a plain LoRA adapter is folded in here, as peft would, without importing peft (~1 s)
+        if qconf is None and isinstance(adapter_path, Path) and lora.merge_lora(lm, adapter_path):
+            if merged is not None:  # a shipped student: the next load reads the merged weights
+                lora.save_merged(lm, merged, location, adapter_path)
+        else:
+            try:
+                from peft import PeftModel
+            except ImportError as e:
+                raise ImportError("adapter= needs peft: pip install 'universalner[tune]'") from e
+            lm = PeftModel.from_pretrained(lm, str(adapter_path))
+            if qconf is None:  # folded into the weights: no extra LoRA products at every step
+                lm = lm.merge_and_unload()
         if isinstance(adapter_path, Path):
             record_dirs.insert(0, adapter_path)
     lm.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer, device, record_dirs
+
+
+def _from_merged(location, adapter, dtype, quantized: bool, kwargs: dict[str, Any]):
+    """(the model read from a shipped student's merged weights, or None; where they are kept, or
+    None where they are not). Unreadable merged weights are removed, and the student merged again."""
+    if adapter is None:
+        return None, None
+    folder = lora.merged_cache(location, resolve_model(adapter), dtype, quantized)
+    if not lora.has_merged(folder):
+        return None, folder
+    from transformers import AutoModelForCausalLM
+
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        return lm.requires_grad_(False), folder  # as after a merge
+    except Exception:  # noqa: BLE001 - a damaged copy (a cut file, a full disk) is made again
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, folder
 
 
 PATHS = ("fast", "plain")
@@ -451,7 +482,9 @@ class HFEngine(Engine):
                 todo = list(dict.fromkeys(u for u, _ in chunk if u not in prefix_kv))
                 kvs = self._prefill_prefixes([enc[units[u][0][0]][: units[u][1]] for u in todo], shared)
                 prefix_kv.update(zip(todo, kvs, strict=True))
-                branches = [grammars[requests[i].passage].branch(penalty) for _, i in chunk] if constrained else None
+                branches = (
+                    [grammars[requests[i].passage].branch(penalty) for _, i in chunk] if constrained else None
+                )
                 gens = self._decode_chunk(chunk, enc, units, prefix_kv, max_new_tokens, branches, regions)
                 for (_, i), g in zip(chunk, gens, strict=True):
                     out[i] = g

@@ -548,7 +548,7 @@ class LlamaCppEngine(Engine):
         return spans
 
     def token_index(self):
-        """The vocabulary as bytes for ``constraints.TokenIndex`` (built once, about a second)."""
+        """The vocabulary as bytes for ``constraints.TokenIndex`` (built once; its trie grows as walks need it)."""
         if self._index is None:
             from ..constraints import TokenIndex
 

@@ -30,9 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help="also show other libraries' logs, progress bars and warnings"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a model on data sets, store its answers, score them")
+    r = sub.add_parser(
+        "run", parents=[common], help="run a model on data sets, store its answers, score them"
+    )
     r.add_argument("--model", required=True, help="hub id, model folder, .gguf file or shipped student name")
     r.add_argument(
         "--data",
@@ -74,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     w = sub.add_parser(
-        "sweep", help="official F1 of a finished run at several thresholds (choose one on dev)"
+        "sweep",
+        parents=[common],
+        help="official F1 of a finished run at several thresholds (choose one on dev)",
     )
     w.add_argument("--output", required=True, help="the folder of a finished `run`")
     w.add_argument("--data", required=True, nargs="+", type=_data_arg, metavar="NAME=PATH")
@@ -86,12 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated thresholds to try",
     )  # fmt: skip
 
-    s = sub.add_parser("score", help="official metric of stored answers against reference-format gold")
+    s = sub.add_parser(
+        "score", parents=[common], help="official metric of stored answers against reference-format gold"
+    )
     s.add_argument("--gold", required=True, help="reference-format JSON (e.g. from `convert` or `run`)")
     s.add_argument("--predictions", required=True, help='JSON lines {"id": ..., "output": raw answer}')
     s.add_argument("--allow-missing", action="store_true", help="score records without an answer as []")
 
-    c = sub.add_parser("convert", help="BIO file -> the reference's JSON, every type asked per sentence")
+    c = sub.add_parser(
+        "convert", parents=[common], help="BIO file -> the reference's JSON, every type asked per sentence"
+    )
     c.add_argument("--input", required=True)
     c.add_argument("--name", required=True, help="data set name (picks the label map; ids NAME_k)")
     c.add_argument("--output", required=True)
@@ -219,6 +231,9 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..quiet import setup
+
+    setup(verbose=args.verbose)
     try:
         commands = {"run": cmd_run, "sweep": cmd_sweep, "score": cmd_score, "convert": cmd_convert}
         return commands[args.command](args)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-group-by-length", dest="group_by_length", action="store_false",
         help="plain random batches (default: batches of similar lengths, less padding)",
     )  # fmt: skip
+    p.add_argument(
+        "--verbose", action="store_true", help="also show other libraries' logs, progress bars and warnings"
+    )
     return p
 
 
@@ -99,6 +102,9 @@ def config_from_args(args: argparse.Namespace) -> TuneConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..quiet import setup
+
+    setup(verbose=args.verbose)  # the run's own progress and the Trainer's loss bar, not other logs
     try:
         cfg = config_from_args(args)
         from .train import run

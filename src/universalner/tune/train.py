@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..loading import read_template_record, resolve_model, write_template_record
+from ..loading import (
+    check_hub_reachable,
+    offline_hint,
+    read_template_record,
+    resolve_model,
+    write_template_record,
+)
 from ..prompts import LAYOUTS, get_template
 from .collate import Collator, Encoder
 from .data import DataError, Example, load_examples
@@ -386,6 +392,8 @@ def run(cfg: TuneConfig) -> TuneResult:
             f"--base-model {cfg.base_model} is a LoRA adapter; give the model it was trained on "
             "(its adapter_config.json names it), or merge the adapter into it first"
         )
+    if isinstance(location, str):  # a hub id: no network fails in seconds, not minutes of retries
+        check_hub_reachable(location)
     prepare_output(cfg, remove_partial=False)  # a wrong --resume fails at once
     # the data next, before torch is imported: a bad file fails in seconds, in every process
     examples = load_examples(cfg.data, cfg.supervised, cfg.seed, cfg.labels_map)
@@ -419,7 +427,12 @@ def run(cfg: TuneConfig) -> TuneResult:
         )
         return TuneResult(out, done, done, None, 0, 0, 0, png)
 
-    tok = AutoTokenizer.from_pretrained(str(location))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(location))
+    except OSError as e:  # reachable but not fetchable (no such repo, gated), or HF_HUB_OFFLINE, uncached
+        if isinstance(location, str):
+            raise offline_hint(location, e) from e
+        raise
     layout = choose_layout(cfg.template, tok, location)
     t0 = time.time()
     feats, stats = training_features(cfg, examples, tok, layout, args)

@@ -1,0 +1,171 @@
+"""Folding a plain LoRA adapter into its base model without peft.
+
+Importing peft costs about a second on a CPU (it pulls in bitsandbytes, which compiles kernels with
+torch inductor at import), and ``PeftModel.from_pretrained`` + ``merge_and_unload`` about another,
+to compute what is, for a plain LoRA adapter, one product per layer: ``W += (B @ A) * lora_alpha / r``.
+``merge_lora`` computes exactly that, in peft's order and dtypes (the LoRA factors in float32, as
+peft keeps them, the product added to the weight in place), so the merged weights are bit for bit
+peft's. Anything else an adapter may hold (DoRA, rsLoRA, per-module ranks, extra trained modules,
+biases, tied weights, a flag this code does not know) is left to peft: ``merge_lora`` then returns
+False and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# settings that do not change a merge: how the adapter was made or named, or which modules it covers
+# (read from the weights themselves). Any other setting with a value is left to peft.
+_HARMLESS = {
+    "base_model_name_or_path", "revision", "task_type", "inference_mode", "peft_version", "peft_type",
+    "auto_mapping", "init_lora_weights", "lora_dropout", "target_modules", "exclude_modules",
+    "layers_to_transform", "layers_pattern", "r", "lora_alpha", "megatron_config", "megatron_core",
+    "loftq_config", "eva_config", "corda_config", "lora_ga_config", "qalora_group_size", "bias",
+}  # fmt: skip
+_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+
+
+def _plain(config: dict[str, Any]) -> bool:
+    """A LoRA adapter whose merge is one scaled product per module, nothing else."""
+    if config.get("peft_type") != "LORA" or config.get("bias", "none") != "none":
+        return False
+    if not isinstance(config.get("r"), int) or not isinstance(config.get("lora_alpha"), (int, float)):
+        return False
+    return not any(value for key, value in config.items() if key not in _HARMLESS)
+
+
+def merge_lora(model: Any, adapter: Path) -> bool:
+    """Fold the LoRA adapter in folder ``adapter`` into ``model`` in place, as peft's
+    ``merge_and_unload`` would; False (and ``model`` untouched) where peft must do it."""
+    import torch
+
+    adapter = Path(adapter)
+    try:
+        config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    weights = adapter / ADAPTER_WEIGHTS
+    if not isinstance(config, dict) or not _plain(config) or not weights.is_file():
+        return False
+    from safetensors import safe_open
+
+    factors: dict[str, dict[str, Any]] = {}
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            m = _KEY.match(key)
+            if m is None:  # embeddings, extra modules, biases, magnitudes: peft's
+                return False
+            factors.setdefault(m["module"], {})[m["ab"]] = f.get_tensor(key)
+    scale = config["lora_alpha"] / config["r"]
+    shared = _tied_weights(model)
+    plan = []
+    for name, ab in factors.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            return False
+        if set(ab) != {"A", "B"} or type(module) is not torch.nn.Linear or id(module.weight) in shared:
+            return False
+        a, b, w = ab["A"], ab["B"], module.weight
+        if a.shape[0] != config["r"] or (b.shape[0], a.shape[1]) != tuple(w.shape):
+            return False
+        if not (a.is_floating_point() and b.is_floating_point() and w.is_floating_point()):
+            return False
+        plan.append((w, a, b))
+    buffers: dict[tuple[Any, ...], Any] = {}  # one product buffer per shape: fresh memory costs page faults
+    with torch.no_grad():
+        for w, a, b in plan:  # peft: factors in float32, the product computed beside the weight
+            a = a.to(device=w.device, dtype=torch.float32)
+            b = b.to(device=w.device, dtype=torch.float32)
+            key = (w.device, tuple(w.shape))
+            delta = buffers.get(key)
+            if delta is None:
+                delta = buffers[key] = torch.empty(w.shape, dtype=torch.float32, device=w.device)
+            torch.matmul(b, a, out=delta)
+            delta.mul_(scale)
+            w.data += delta
+    model.requires_grad_(False)  # as peft leaves an inference-mode adapter's base
+    return True
+
+
+def _tied_weights(model: Any) -> set[int]:
+    """ids of parameters that more than one module uses (an input embedding tied to the output head)."""
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
+# --- the merged weights of a shipped student, kept on disk ----------------------------------------
+MERGED_RECORD = "merged.json"
+
+
+def merged_cache(base: Any, adapter: Any, dtype: Any, quantized: bool) -> Path | None:
+    """Where the merged float32 weights of a shipped student are kept, else None (not cached).
+
+    Merging costs a third of a second per load on a CPU core (writing every weight page of the
+    memory-mapped base), a quarter of the README command's budget; a merged copy is read like any
+    model. Only shipped students are kept: a copy costs the base's size on disk (540 MB for the 135M
+    student), which a user's own adapters, tuned and evaluated by the dozen, should not each take.
+    The key is the adapter's bytes (sha256) and the base folder's files (path, size, modification
+    time, as ``loading.gguf_to_folder`` keys its conversions), so a changed adapter or base is merged
+    again."""
+    import hashlib
+
+    import torch
+
+    from .checksums import sha256_file
+    from .loading import cache_dir
+    from .student import is_shipped
+
+    if quantized or dtype != torch.float32 or not isinstance(base, Path) or not isinstance(adapter, Path):
+        return None
+    if not is_shipped(adapter) or not (adapter / ADAPTER_WEIGHTS).is_file():
+        return None
+    h = hashlib.sha256(b"universalner merged lora v1\n")
+    h.update((adapter / ADAPTER_CONFIG).read_bytes())
+    h.update(sha256_file(adapter / ADAPTER_WEIGHTS).encode())
+    h.update(str(base.resolve()).encode())
+    for f in sorted(base.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"\n{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return cache_dir() / "merged" / f"{adapter.name}-{h.hexdigest()[:16]}"
+
+
+def has_merged(folder: Path | None) -> bool:
+    return folder is not None and (folder / MERGED_RECORD).is_file() and (folder / "config.json").is_file()
+
+
+def save_merged(model: Any, folder: Path, base: Path, adapter: Path) -> None:
+    """Write the merged model to ``folder`` (whole or not at all); a failure only costs the next load
+    its merge again."""
+    import logging
+    import os
+    import shutil
+
+    from .loading import _progress_bars
+
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        with _progress_bars(False):
+            model.save_pretrained(tmp)
+        (tmp / MERGED_RECORD).write_text(json.dumps({"base": str(base), "adapter": str(adapter)}))
+        if has_merged(folder):  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.replace(folder)
+        logging.getLogger(__name__).debug("kept the merged weights of %s in %s", adapter, folder)
+    except Exception as e:  # noqa: BLE001 - a full disk or a read-only cache: merge again next time
+        shutil.rmtree(tmp, ignore_errors=True)
+        logging.getLogger(__name__).debug("could not keep the merged weights in %s: %s", folder, e)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
