@@ -124,20 +124,20 @@ def test_the_kept_merged_student_answers_as_peft(tmp_path, monkeypatch, test_mod
     cache.mkdir()
     (cache / "gguf").symlink_to(test_model_dir.parent)  # the converted base, not converted again
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(cache))
-    tok = UniversalNER.from_pretrained(device="cpu").engine.tokenizer  # the first load keeps it
+    tok = UniversalNER.from_pretrained(device="cpu", dtype="float32").engine.tokenizer  # the first load keeps it
     (kept,) = (cache / "merged").iterdir()
     assert (kept / "merged.json").is_file() and (kept / "model.safetensors").is_file()
     peft_ner = UniversalNER(HFEngine(reference, tok, "cpu"), record=read_template_record(STUDENT))
     want = [peft_ner.extract(text, labels) for text, labels in SENTENCES]
     assert any(want)
 
-    again = UniversalNER.from_pretrained(device="cpu")
+    again = UniversalNER.from_pretrained(device="cpu", dtype="float32")
     assert same_weights(again.engine.model, reference)
     assert [again.extract(text, labels) for text, labels in SENTENCES] == want
 
     weights = kept / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
-    repaired = UniversalNER.from_pretrained(device="cpu")
+    repaired = UniversalNER.from_pretrained(device="cpu", dtype="float32")
     assert same_weights(repaired.engine.model, reference)
     assert (kept / "merged.json").is_file() and weights.stat().st_size > 500_000_000  # kept whole again
     assert [repaired.extract(text, labels) for text, labels in SENTENCES] == want

@@ -29,7 +29,7 @@ def test_float32_merge_equals_the_student(tmp_path, test_gguf):
 
     out = merged_gguf(FOLDER, "f32", tmp_path / "student-f32.gguf")
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name)
-    student, tok, _, _ = load_model_and_tokenizer(DEFAULT_STUDENT, device="cpu")
+    student, tok, _, _ = load_model_and_tokenizer(DEFAULT_STUDENT, device="cpu", dtype="float32")
     base = AutoModelForCausalLM.from_pretrained(str(test_gguf.parent), gguf_file=test_gguf.name)
     ids = tok(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():

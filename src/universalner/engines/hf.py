@@ -22,7 +22,7 @@ from ..loading import ModelNotFoundError, check_hub_reachable, offline_hint, res
 from ..tokens import prompt_ids
 from .base import Engine, Generation, Request
 
-QUANTIZATIONS = (None, "4bit", "8bit")
+QUANTIZATIONS = (None, "4bit", "8bit", "int8")  # 4bit/8bit: bitsandbytes; int8: the CPU's (int8.py)
 
 
 def pick_device(device: str | None) -> str:
@@ -42,6 +42,15 @@ def quantization_config(quantization: str | None, device: str):
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     if quantization is None:
+        return None
+    if quantization == "int8":  # not bitsandbytes: torch's own int8 products, CPU only (int8.py)
+        if not device.startswith("cpu"):
+            raise ValueError(
+                f"quantization='int8' is the CPU's int8 path; on {device!r} use '8bit' (bitsandbytes) or '4bit'"
+            )
+        from ..int8 import check_supported
+
+        check_supported()
         return None
     import torch
     from transformers import BitsAndBytesConfig
@@ -109,11 +118,16 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(device)
+    if dtype is None and quantization is None and device.startswith("cpu"):
+        if cpu_choice(record_dirs).get("quantization") == "int8":  # the student measured it fastest
+            quantization = "int8"
     qconf = quantization_config(quantization, device)
-    if dtype is None:
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
+    torch_dtype = default_dtype(device, quantization, record_dirs) if dtype is None else _torch_dtype(dtype)
+    # on a CPU, bf16 and int8 students are made from the float32 model after its adapter is merged:
+    # one rounding of the merged weights (and the merged float32 copy kept for the shipped student)
+    final = None
+    if device.startswith("cpu") and (torch_dtype != torch.float32 or quantization == "int8"):
+        final, torch_dtype = torch_dtype, torch.float32
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if qconf is not None:
         kwargs["quantization_config"] = qconf
@@ -153,10 +167,53 @@ def load_model_and_tokenizer(
                 lm = lm.merge_and_unload()
         if isinstance(adapter_path, Path):
             record_dirs.insert(0, adapter_path)
+    if quantization == "int8":
+        from ..int8 import quantize_linears
+
+        quantize_linears(lm)
+    if final is not None:
+        lm = lm.to(final)
     lm.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer, device, record_dirs
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    value = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', not {dtype!r}")
+    return value
+
+
+def cpu_choice(record_dirs) -> dict[str, Any]:
+    """The CPU settings a student records as its fastest within 1 F1 point of float32 (``"cpu"`` in
+    its ``universalner.json``, from ``benchmarks/bench_cpu.py``); {} for a model that records none."""
+    from ..hardware import cpu_has_bf16
+    from ..loading import read_template_record
+
+    for folder in record_dirs:
+        choice = read_template_record(folder).get("cpu")
+        if isinstance(choice, dict):
+            if choice.get("dtype") == "bfloat16" and not cpu_has_bf16():
+                return {}  # measured where bf16 is native; emulated, it is slower than float32
+            return {k: choice[k] for k in ("dtype", "quantization") if isinstance(choice.get(k), str)}
+    return {}
+
+
+def default_dtype(device: str, quantization: str | None = None, record_dirs=()):
+    """bf16 on GPUs; on a CPU, what the student recorded as its fastest path within 1 F1 point of
+    float32 (bf16 for the shipped student, on CPUs that multiply bf16 natively), else float32: a
+    model nobody measured keeps the numbers it was trained with."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    if quantization in (None, "int8") and cpu_choice(record_dirs).get("dtype") == "bfloat16":
+        return torch.bfloat16
+    return torch.float32
 
 
 def _from_merged(location, adapter, dtype, quantized: bool, kwargs: dict[str, Any]):
@@ -271,7 +328,7 @@ class HFEngine(Engine):
         model: Any,
         tokenizer: Any,
         device: str = "cpu",
-        max_batch: int = 16,
+        max_batch: int = 64,
         path: str = "fast",
         lookahead: int = 8,
     ):
