@@ -59,3 +59,20 @@ def ner(test_model_dir):
     from universalner import UniversalNER
 
     return UniversalNER.from_pretrained(test_model_dir, device="cpu")
+
+
+@pytest.fixture
+def conversations(tmp_path) -> Path:
+    """A one-conversation training file in the reference's format (for runs of ``tune`` that only
+    need to start, or fail, on real data)."""
+    import json
+
+    path = tmp_path / "train.json"
+    turns = [
+        {"from": "human", "value": "Text: Barack Obama met Emmanuel Macron in Paris."},
+        {"from": "gpt", "value": "I've read this text."},
+        {"from": "human", "value": "What describes person in the text?"},
+        {"from": "gpt", "value": '["Barack Obama", "Emmanuel Macron"]'},
+    ]
+    path.write_text(json.dumps([{"id": "a", "conversations": turns}]))
+    return path

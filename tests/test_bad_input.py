@@ -391,19 +391,6 @@ def test_distill_bad_inputs(tmp_path, capsys, offline):
 
 
 # ================================================================== tune
-@pytest.fixture
-def conversations(tmp_path):
-    path = tmp_path / "train.json"
-    turns = [
-        {"from": "human", "value": f"Text: {TEXT}"},
-        {"from": "gpt", "value": "I've read this text."},
-        {"from": "human", "value": "What describes person in the text?"},
-        {"from": "gpt", "value": '["Barack Obama", "Emmanuel Macron"]'},
-    ]
-    path.write_text(json.dumps([{"id": "a", "conversations": turns}]))
-    return path
-
-
 def test_tune_bad_inputs(tmp_path, capsys, test_model_dir, conversations, orphan_adapter, bad_ggufs, cache):
     mod = "universalner.tune.__main__"
     ok = ["--base-model", test_model_dir, "--max-steps", "1"]

@@ -124,7 +124,9 @@ def test_the_kept_merged_student_answers_as_peft(tmp_path, monkeypatch, test_mod
     cache.mkdir()
     (cache / "gguf").symlink_to(test_model_dir.parent)  # the converted base, not converted again
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(cache))
-    tok = UniversalNER.from_pretrained(device="cpu", dtype="float32").engine.tokenizer  # the first load keeps it
+    tok = UniversalNER.from_pretrained(
+        device="cpu", dtype="float32"
+    ).engine.tokenizer  # the first load keeps it
     (kept,) = (cache / "merged").iterdir()
     assert (kept / "merged.json").is_file() and (kept / "model.safetensors").is_file()
     peft_ner = UniversalNER(HFEngine(reference, tok, "cpu"), record=read_template_record(STUDENT))

@@ -74,16 +74,8 @@ def test_evaluate_run_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, 
     assert answers[0] == answers[1]
 
 
-def test_tune_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, tmp_path):
-    data = tmp_path / "train.json"
-    turns = [
-        {"from": "human", "value": f"Text: {TEXT}"},
-        {"from": "gpt", "value": "I've read this text."},
-        {"from": "human", "value": "What describes person in the text?"},
-        {"from": "gpt", "value": '["Barack Obama", "Emmanuel Macron"]'},
-    ]
-    data.write_text(json.dumps([{"id": "a", "conversations": turns}]))
-    args = ["--base-model", test_model_dir, "--data", data, "--max-steps", "1", "--batch-size", "1"]
+def test_tune_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, tmp_path, conversations):
+    args = ["--base-model", test_model_dir, "--data", conversations, "--max-steps", "1", "--batch-size", "1"]
     args += ["--grad-accum", "1", "--max-length", "128"]
     quiet = job("universalner.tune", *args, "--output", tmp_path / "a")
     assert quiet.returncode == 0, quiet.stderr

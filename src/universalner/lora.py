@@ -39,19 +39,17 @@ def _plain(config: dict[str, Any]) -> bool:
     return not any(value for key, value in config.items() if key not in _HARMLESS)
 
 
-def merge_lora(model: Any, adapter: Path) -> bool:
-    """Fold the LoRA adapter in folder ``adapter`` into ``model`` in place, as peft's
-    ``merge_and_unload`` would; False (and ``model`` untouched) where peft must do it."""
-    import torch
-
+def plain_factors(adapter: Path) -> tuple[float, int, dict[str, dict[str, Any]]] | None:
+    """(scale, r, {module name: {"A": tensor, "B": tensor}}) of a plain LoRA adapter folder, or None
+    where its merge is more than ``W += (B @ A) * scale`` (then peft's business)."""
     adapter = Path(adapter)
     try:
         config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     weights = adapter / ADAPTER_WEIGHTS
     if not isinstance(config, dict) or not _plain(config) or not weights.is_file():
-        return False
+        return None
     from safetensors import safe_open
 
     factors: dict[str, dict[str, Any]] = {}
@@ -59,9 +57,22 @@ def merge_lora(model: Any, adapter: Path) -> bool:
         for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
             m = _KEY.match(key)
             if m is None:  # embeddings, extra modules, biases, magnitudes: peft's
-                return False
+                return None
             factors.setdefault(m["module"], {})[m["ab"]] = f.get_tensor(key)
-    scale = config["lora_alpha"] / config["r"]
+    if any(set(ab) != {"A", "B"} for ab in factors.values()):
+        return None
+    return config["lora_alpha"] / config["r"], config["r"], factors
+
+
+def merge_lora(model: Any, adapter: Path) -> bool:
+    """Fold the LoRA adapter in folder ``adapter`` into ``model`` in place, as peft's
+    ``merge_and_unload`` would; False (and ``model`` untouched) where peft must do it."""
+    import torch
+
+    plain = plain_factors(adapter)
+    if plain is None:
+        return False
+    scale, r, factors = plain
     shared = _tied_weights(model)
     plan = []
     for name, ab in factors.items():
@@ -69,10 +80,10 @@ def merge_lora(model: Any, adapter: Path) -> bool:
             module = model.get_submodule(name)
         except AttributeError:
             return False
-        if set(ab) != {"A", "B"} or type(module) is not torch.nn.Linear or id(module.weight) in shared:
+        if type(module) is not torch.nn.Linear or id(module.weight) in shared:
             return False
         a, b, w = ab["A"], ab["B"], module.weight
-        if a.shape[0] != config["r"] or (b.shape[0], a.shape[1]) != tuple(w.shape):
+        if a.shape[0] != r or (b.shape[0], a.shape[1]) != tuple(w.shape):
             return False
         if not (a.is_floating_point() and b.is_floating_point() and w.is_floating_point()):
             return False

@@ -70,38 +70,30 @@ def _permute(w, n_head: int):
 
 
 def _deltas(folder: Path, n_head: int, n_head_kv: int) -> dict[str, object]:
-    """llama.cpp tensor name -> float32 update (scale * B @ A) of every adapted weight."""
-    import numpy as np
-    from safetensors.numpy import load_file
+    """llama.cpp tensor name -> float32 update ``(B @ A) * scale`` of every adapted weight, computed as
+    ``lora.merge_lora`` computes it for the transformers engine (the same adapters qualify)."""
+    import torch
 
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    if (
-        cfg.get("peft_type", "LORA") != "LORA"
-        or cfg.get("use_dora")
-        or cfg.get("rank_pattern")
-        or cfg.get("alpha_pattern")
-    ):
+    from .lora import plain_factors
+
+    plain = plain_factors(folder)
+    if plain is None:
         raise ValueError(
-            f"{folder}: only plain LoRA adapters (no DoRA, no per-module ranks) can be merged here"
+            f"{folder}: only plain LoRA adapters (no DoRA, rsLoRA, per-module ranks or extra modules) can be "
+            "merged into a GGUF file; use engine='transformers'"
         )
-    r = int(cfg["r"])
-    scale = float(cfg["lora_alpha"]) / (r**0.5 if cfg.get("use_rslora") else r)
-    weights = load_file(str(folder / "adapter_model.safetensors"))
+    scale, _, factors = plain
     out: dict[str, object] = {}
-    for key, a in weights.items():
-        if ".lora_A." not in key:
-            continue
-        b = weights[key.replace(".lora_A.", ".lora_B.")]
-        module = key.split(".lora_A.")[0]
+    for module, ab in factors.items():
         parts = module.split(".")
         try:
             layer = int(parts[parts.index("layers") + 1])
         except (ValueError, IndexError):
-            raise ValueError(f"{folder}: adapter weight {key} is not in a decoder layer") from None
+            raise ValueError(f"{folder}: adapter module {module} is not in a decoder layer") from None
         name = _TENSORS.get(".".join(parts[-2:]))
         if name is None:
-            raise ValueError(f"{folder}: adapter weight {key} targets a module llama.cpp has no name for")
-        delta = scale * (b.astype(np.float32) @ a.astype(np.float32))
+            raise ValueError(f"{folder}: adapter module {module} has no llama.cpp tensor name")
+        delta = (torch.matmul(ab["B"].float(), ab["A"].float()) * scale).numpy()
         if name == "attn_q":
             delta = _permute(delta, n_head)
         elif name == "attn_k":

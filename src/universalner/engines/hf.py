@@ -118,15 +118,16 @@ def load_model_and_tokenizer(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(device)
-    if dtype is None and quantization is None and device.startswith("cpu"):
-        if cpu_choice(record_dirs).get("quantization") == "int8":  # the student measured it fastest
-            quantization = "int8"
+    # on a CPU with no dtype asked for: what the student recorded as its fastest path there
+    choice = cpu_choice(record_dirs) if dtype is None and device.startswith("cpu") else {}
+    if quantization is None and choice.get("quantization") == "int8":
+        quantization = "int8"
     qconf = quantization_config(quantization, device)
-    torch_dtype = default_dtype(device, quantization, record_dirs) if dtype is None else _torch_dtype(dtype)
+    torch_dtype = default_dtype(device, quantization, choice) if dtype is None else _torch_dtype(dtype)
     # on a CPU, bf16 and int8 students are made from the float32 model after its adapter is merged:
     # one rounding of the merged weights (and the merged float32 copy kept for the shipped student)
     final = None
-    if device.startswith("cpu") and (torch_dtype != torch.float32 or quantization == "int8"):
+    if qconf is None and device.startswith("cpu") and torch_dtype != torch.float32:
         final, torch_dtype = torch_dtype, torch.float32
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if qconf is not None:
@@ -203,15 +204,15 @@ def cpu_choice(record_dirs) -> dict[str, Any]:
     return {}
 
 
-def default_dtype(device: str, quantization: str | None = None, record_dirs=()):
-    """bf16 on GPUs; on a CPU, what the student recorded as its fastest path within 1 F1 point of
-    float32 (bf16 for the shipped student, on CPUs that multiply bf16 natively), else float32: a
-    model nobody measured keeps the numbers it was trained with."""
+def default_dtype(device: str, quantization: str | None = None, choice: dict[str, Any] | None = None):
+    """bf16 on GPUs; on a CPU, the dtype the student recorded (``cpu_choice``: bf16 for the shipped
+    student, on CPUs that multiply bf16 natively), else float32: a model nobody measured keeps the
+    numbers it was trained with. bitsandbytes models keep float32 on a CPU."""
     import torch
 
     if device.startswith("cuda"):
         return torch.bfloat16
-    if quantization in (None, "int8") and cpu_choice(record_dirs).get("dtype") == "bfloat16":
+    if quantization in (None, "int8") and (choice or {}).get("dtype") == "bfloat16":
         return torch.bfloat16
     return torch.float32
 
