@@ -12,7 +12,7 @@ Two shapes, both ``{"id", "conversations": [{"from": "human"|"gpt", "value": ...
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..prompts import ACK, format_answer, passage_turn, question_turn
@@ -44,12 +44,14 @@ def sentences_to_conversations(
     label_map: Mapping[str, str | None] | None = None,
     dataset_specific: bool = True,
     seed: int | None = 0,
+    ask: Callable[[str, random.Random], str] | None = None,
 ) -> list[dict]:
     """One multi-turn training conversation per sentence, every type of the data set asked.
 
     ``label_map`` maps the sentences' tags to the types asked (default: the built-in map for
     ``dataset_name``, see ``labels``). With ``seed`` set, the question order is shuffled per
     sentence (reproducibly), as in the reference's training data; ``None`` keeps map order.
+    ``ask(label, rng)`` may phrase a question otherwise than by the label (a definition, a variant).
     """
     if label_map is None:
         label_map = label_map_for(dataset_name, (e.label for s in sentences for e in s.entities))
@@ -57,13 +59,14 @@ def sentences_to_conversations(
     if not labels:
         raise ValueError(f"data set {dataset_name!r}: the label map asks no type")
     rng = random.Random(seed) if seed is not None else None
+    ask_rng = random.Random(f"{seed}:ask")
     out = []
     for i, sentence in enumerate(sentences):
         found = mentions_by_label(sentence, label_map)
         order = list(labels)
         if rng is not None:
             rng.shuffle(order)
-        qa = [(label, format_answer(found.get(label, []))) for label in order]
+        qa = [(ask(label, ask_rng) if ask else label, format_answer(found.get(label, []))) for label in order]
         dataset = dataset_name if dataset_specific else None
         out.append({"id": f"{dataset_name}_{i}", "conversations": _turns(sentence.text, qa, dataset)})
     return out

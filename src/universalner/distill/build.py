@@ -17,7 +17,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,12 +257,18 @@ class NegativeSampler:
 
 
 def conversations(
-    annotations: Sequence[Annotation], negatives: int = 2, seed: int = 0, report: BuildReport | None = None
+    annotations: Sequence[Annotation],
+    negatives: int = 2,
+    seed: int = 0,
+    report: BuildReport | None = None,
+    ask: Callable[[str, random.Random], str] | None = None,
 ) -> list[dict[str, Any]]:
     """The reference's training records: ``{"id", "conversations": [{"from", "value"}, ...]}``.
 
     Each passage's randomness comes from ``(seed, passage id)``, so a record does not change when
-    other passages are added or answered in another order.
+    other passages are added or answered in another order. ``ask(type, rng)`` may phrase a question
+    otherwise than by the type's name (a definition, a variant spelling), for positives and
+    negatives alike; its own random stream leaves the negatives and the order unchanged.
     """
     report = report if report is not None else BuildReport()
     counts: Counter = Counter()
@@ -278,9 +284,11 @@ def conversations(
         negs = sampler.sample(rng, set(a.types), negatives)
         queries += [(t, []) for t in negs]
         rng.shuffle(queries)
+        ask_rng = random.Random(f"{seed}:ask:{a.passage.id}")
         turns = [{"from": "human", "value": passage_turn(a.passage.text)}, {"from": "gpt", "value": ACK}]
         for t, mentions in queries:
-            turns.append({"from": "human", "value": question_turn(t)})
+            asked = ask(t, ask_rng) if ask else t
+            turns.append({"from": "human", "value": question_turn(asked)})
             turns.append({"from": "gpt", "value": format_answer(mentions)})
         out.append({"id": a.passage.id, "conversations": turns})
         report.entities += sum(len(m) for m in a.types.values())

@@ -132,7 +132,20 @@ def dev_records(sentences: list[Sentence], sampler: NegativeSampler, k: int, see
     return records
 
 
-def convert(cfg: ConvertConfig) -> dict:
+@dataclass
+class Split:
+    """A converted corpus before it is written: training annotations and held-out dev chunks."""
+
+    passages: int
+    chunks: int
+    train: list[Annotation]
+    dev: list[Sentence]
+    dev_passages: set[int]
+    natural: int  # training chunks rebuilt with natural spacing
+
+
+def split_corpus(cfg: ConvertConfig, prefix: str = "pilener") -> Split:
+    """Read, chunk and split a BIO corpus: whole passages go to dev, the rest become annotations."""
     cfg.check()
     passages = read_conll(cfg.input, cfg.tag_column)
     allowed = set(read_labels(cfg.labels)) if cfg.labels else None
@@ -145,9 +158,10 @@ def convert(cfg: ConvertConfig) -> dict:
     ]
     for i, k, s in chunks:
         if i in dev:
-            dev_sents.append(s)
+            dev_sents.append(Sentence(s.text, [e for e in s.entities if allowed is None or e.label in allowed],
+                                      s.tokens, s.tags, s.source))  # fmt: skip
             continue
-        pid = f"pilener_{i}" + (f"_{k}" if cfg.max_words else "")
+        pid = f"{prefix}_{i}" + (f"_{k}" if cfg.max_words else "")
         natural = random.Random(f"{cfg.seed}:spacing:{pid}").random() < cfg.natural
         if natural:
             s = natural_sentence(s)
@@ -158,19 +172,21 @@ def convert(cfg: ConvertConfig) -> dict:
             train_ann.append(Annotation(Passage(pid, s.text, len(s.tokens), pid), types))
     if unmatched:
         raise AssertionError(f"{unmatched} rebuilt mentions do not occur in their passage")
+    return Split(len(passages), len(chunks), train_ann, dev_sents, dev, natural_count)
+
+
+def convert(cfg: ConvertConfig) -> dict:
+    sp = split_corpus(cfg)
     report = BuildReport()
-    train = conversations(train_ann, negatives=cfg.negatives, seed=cfg.seed, report=report)
+    train = conversations(sp.train, negatives=cfg.negatives, seed=cfg.seed, report=report)
     sampler = NegativeSampler(report.type_counts)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     write_json(train, out / "train.json")
     for fname, sents in (
-        ("dev.json", dev_sents),
-        ("dev_natural.json", [natural_sentence(s) for s in dev_sents]),
+        ("dev.json", sp.dev),
+        ("dev_natural.json", [natural_sentence(s) for s in sp.dev]),
     ):
-        sents = [
-            Sentence(s.text, [e for e in s.entities if allowed is None or e.label in allowed]) for s in sents
-        ]
         recs = dev_records(sents, sampler, cfg.dev_negatives, cfg.seed, "pilener_dev")
         write_json(records_to_reference(recs, sents), out / fname)
     positives = report.questions - report.negatives
@@ -178,18 +194,18 @@ def convert(cfg: ConvertConfig) -> dict:
         "input": str(Path(cfg.input).resolve()),
         "input_sha256": sha256_file(cfg.input),
         "settings": vars(cfg),
-        "passages": len(passages),
-        "chunks": len(chunks),
+        "passages": sp.passages,
+        "chunks": sp.chunks,
         "train_conversations": len(train),
-        "train_natural_spacing": natural_count,
+        "train_natural_spacing": sp.natural,
         "train_questions": report.questions,
         "train_positive_questions": positives,
         "train_negative_questions": report.negatives,
         "train_entities": report.entities,
         "types": len(report.type_counts),
-        "dev_passages": len(dev),
-        "dev_chunks": len(dev_sents),
-        "dev_passage_indices": sorted(dev),
+        "dev_passages": len(sp.dev_passages),
+        "dev_chunks": len(sp.dev),
+        "dev_passage_indices": sorted(sp.dev_passages),
         "top_types": Counter(report.type_counts).most_common(20),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
