@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from universalner.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, merge_lora
-from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR
+from universalner.weights.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, merge_lora
+from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def test_the_kept_merged_student_answers_as_peft(tmp_path, monkeypatch, test_mod
     """First load: merged here and kept; second: read back; a damaged copy: merged and kept again."""
     from universalner import UniversalNER
     from universalner.engines.hf import HFEngine
-    from universalner.loading import read_template_record
+    from universalner.weights.record import read_template_record
 
     cache = tmp_path / "cache"
     cache.mkdir()

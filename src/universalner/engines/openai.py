@@ -46,7 +46,7 @@ def load_tokenizer(source: Any) -> Any:
 
     path = Path(os.path.expanduser(str(source)))
     if path.suffix.lower() == ".gguf":
-        from .llamacpp import GGUFTokenizer
+        from ..weights.gguf import GGUFTokenizer
 
         return GGUFTokenizer.from_file(path)
     if path.is_dir():
@@ -269,7 +269,7 @@ class OpenAIEngine(Engine):
     def _body(self, req: Request, constrained: bool) -> dict[str, Any]:
         body = dict(self.extra_body)
         if constrained:
-            from .llamacpp import passage_grammar
+            from ..constraints import passage_grammar
 
             grammar = passage_grammar(req.passage)
             body[self.grammar_field] = (
@@ -350,27 +350,18 @@ class OpenAIEngine(Engine):
             ) from e
         return _cut_at_stop(gen, self.stop)
 
-    def generate(
-        self,
-        requests: Sequence[Request],
-        *,
-        max_new_tokens: int = 256,
-        constrained: bool = False,
-        list_threshold: float = 0.5,
-    ) -> list[Generation]:
+    def list_penalty(self, list_threshold: float) -> float:
+        """Only 0.5: the server decodes, and the empty-list decision cannot be moved there."""
         if list_threshold != 0.5:
             raise ValueError(
                 "engine 'openai' cannot move the empty-list decision (list_threshold): the server decodes; "
                 "use list_threshold=0.5 or the transformers or llama.cpp engine"
             )
-        requests = list(requests)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
-        for i, r in enumerate(requests):
-            if not isinstance(r, Request):
-                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
-        if not requests:
-            return []
+        return 0.0
+
+    def _generate(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+    ) -> list[Generation]:
         # the questions of one passage leave together, so the server's prefix cache sees them close
         order = sorted(range(len(requests)), key=lambda i: (requests[i].group, i))
         out: list[Generation | None] = [None] * len(requests)
