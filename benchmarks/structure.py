@@ -187,11 +187,11 @@ def layer(m: str) -> int:
     return 0
 
 
-def breaks(mods: dict[str, Path], imps) -> list[str]:
+def breaks(mods: dict[str, Path], imps, src: Path = SRC) -> list[str]:
     """Every import that breaks a rule, as 'file:line: what'."""
     out = []
     for m, found in imps.items():
-        where = f"{mods[m].relative_to(SRC)}"
+        where = f"{mods[m].relative_to(src)}"
         for target, names, line in found:
             if target == m or not target:
                 continue
@@ -222,7 +222,7 @@ def report(src: Path = SRC) -> dict:
         "files": len(mods),
         "floors": max(fl.values()),
         "circles": circles(g),
-        "breaks": breaks(mods, imps),
+        "breaks": breaks(mods, imps, src),
         "graph": g,
         "floor_of": fl,
     }

@@ -42,7 +42,7 @@ QUANTS = ("q8_0", "q4_0", "f16", "f32")
 FORMAT = 2  # bump when the merge changes, so that cached files are rebuilt (2: q/k order by architecture)
 # llama.cpp architecture -> whether its converter permutes the q/k rows (``LlamaModel.permute`` in
 # llama.cpp's convert_hf_to_gguf.py: LLaMA and the models converted as LLaMA; not Qwen2/Qwen3)
-ROW_ORDER = {"llama": True, "granite": True, "qwen2": False, "qwen3": False}
+ROW_ORDER = {"llama": True, "qwen2": False, "qwen3": False}
 
 # peft module names of a LLaMA-style model -> llama.cpp tensor names
 _TENSORS = {
