@@ -43,7 +43,7 @@ def test_quantised_files_and_the_cache(tmp_path, test_gguf, monkeypatch):
 
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(tmp_path / "cache"))
     first = merged_gguf(FOLDER, "q8_0")
-    assert first.parent == tmp_path / "cache" / "llamacpp"
+    assert first.parent.parent == tmp_path / "cache" / "llamacpp"  # in the student's slot
     stamp = first.stat().st_mtime_ns
     assert merged_gguf(FOLDER, "q8_0") == first and first.stat().st_mtime_ns == stamp  # reused
     q4 = merged_gguf(FOLDER, "q4_0")

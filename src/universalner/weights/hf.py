@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from .resolve import resolve
 
 QUANTIZATIONS = (None, "4bit", "8bit", "int8")  # 4bit/8bit: bitsandbytes; int8: the CPU's (int8.py)
 DTYPES = ("float32", "bfloat16", "float16")
+# one load at a time in a process: transformers' lazy imports and ``from_pretrained`` (which patches
+# torch's initialisers for the duration) are not safe in several threads at once
+_LOADING = threading.RLock()
 
 
 def pick_device(device: str | None) -> str:
@@ -85,7 +89,12 @@ def load_model_and_tokenizer(
 
     ``model``: anything ``resolve.resolve`` takes (an adapter folder loads its base first);
     ``adapter``: a LoRA adapter to fold in; ``dtype``: "float32", "bfloat16", "float16" or the torch
-    dtype itself (None: ``default_dtype``)."""
+    dtype itself (None: ``default_dtype``). Threads that load at once are served one after the other."""
+    with _LOADING:
+        return _load(model, quantization, device, adapter, dtype)
+
+
+def _load(model, quantization, device, adapter, dtype):
     if quantization not in QUANTIZATIONS:  # checked before anything slow happens
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     where = resolve(model)
