@@ -122,12 +122,13 @@ def test_the_kept_merged_student_answers_as_peft(tmp_path, monkeypatch, test_mod
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "gguf").symlink_to(test_model_dir.parent)  # the converted base, not converted again
+    (cache / "gguf").symlink_to(test_model_dir.parent.parent)  # the converted base, not converted again
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(cache))
     tok = UniversalNER.from_pretrained(
         device="cpu", dtype="float32"
     ).engine.tokenizer  # the first load keeps it
-    (kept,) = (cache / "merged").iterdir()
+    (slot,) = (cache / "merged").iterdir()  # one slot per student, base and dtype; one copy in it
+    (kept,) = (p for p in slot.iterdir() if not p.name.startswith("."))
     assert (kept / "merged.json").is_file() and (kept / "model.safetensors").is_file()
     peft_ner = UniversalNER(HFEngine(reference, tok, "cpu"), record=read_template_record(STUDENT))
     want = [peft_ner.extract(text, labels) for text, labels in SENTENCES]
