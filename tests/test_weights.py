@@ -374,3 +374,30 @@ def test_processes_loading_the_shipped_student_at_once_share_one_merged_copy(tmp
     copies = [p for p in slot.iterdir() if not p.name.startswith(".")]
     assert len(copies) == 1 and has_merged(copies[0])
     assert not [p for p in slot.iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_the_merged_copy_kept_in_bf16_equals_the_float32_merge_rounded(tmp_path, test_model_dir, monkeypatch):
+    """bf16 on a CPU: the merged student is kept at half the size, and reading it back gives the very
+    weights of the float32 merge rounded once (what a first load computes)."""
+    import torch
+
+    from universalner.weights.cache import cache_dir
+    from universalner.weights.hf import load_model_and_tokenizer
+
+    real = cache_dir()
+    monkeypatch.setenv("UNIVERSALNER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    os.symlink(real / "gguf", tmp_path / "cache" / "gguf")
+    first, _, _, _ = load_model_and_tokenizer(DEFAULT_STUDENT, device="cpu", dtype="bfloat16")
+    (slot,) = (tmp_path / "cache" / "merged").iterdir()
+    assert "bfloat16" in slot.name
+    (copy,) = (p for p in slot.iterdir() if not p.name.startswith("."))
+    assert (copy / "model.safetensors").stat().st_size < 300e6  # half of float32's 540 MB
+    again, _, _, _ = load_model_and_tokenizer(DEFAULT_STUDENT, device="cpu", dtype="bfloat16")
+    for a, b in (
+        (first.named_parameters, again.named_parameters),
+        (first.named_buffers, again.named_buffers),
+    ):
+        x, y = dict(a()), dict(b())
+        assert x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
