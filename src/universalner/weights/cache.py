@@ -1,4 +1,4 @@
-"""The user's cache folder, and file checksums remembered in it.
+"""The user's cache folder, its one-copy slots (``Slot``), and file checksums remembered in it.
 
 What is kept there (docs/inference.md): ``gguf/`` (GGUF files converted into transformers folders),
 ``merged/`` (the shipped student's merged weights), ``llamacpp/`` (students merged into one GGUF file)
