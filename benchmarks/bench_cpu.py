@@ -13,10 +13,10 @@ Paths (each in a fresh process, so that peak memory is its own and no setting le
 * ``fp32-b64``: float32 with the engine's default now, ``max_batch=64`` (8 passages x 8 types decode
   as one batch): what batching alone buys;
 * ``bf16``: bfloat16 weights (native dot products on AVX512-BF16 / AMX CPUs), ``max_batch=64``;
-* ``int8``: ``quantization="int8"`` (``universalner.int8``: int8 weights per output row, activations
+* ``int8``: ``quantization="int8"`` (``universalner.weights.int8``: int8 weights per output row, activations
   per token, ``torch._int_mm``; the rest of the model and the output head in bf16), ``max_batch=64``;
 * ``llamacpp-q8_0`` / ``llamacpp-q4_0``: the llama.cpp engine on the student merged into its base and
-  quantised (``universalner.student_gguf``); needs llama-cpp-python, skipped with a note otherwise.
+  quantised (``universalner.weights.merged_gguf``); needs llama-cpp-python, skipped with a note otherwise.
 
 Reported per path and K: sentences/s, ms per (sentence, type), peak RSS (weights included), and at
 K = 8 over the F1 sentences: agreement (the share of (sentence, type) answers identical to fp32's) and

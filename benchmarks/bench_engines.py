@@ -52,7 +52,7 @@ def sentences(n: int) -> list[str]:
 
 def load(engine: str, gguf: Path, threads: int | None):
     from universalner import UniversalNER
-    from universalner.loading import gguf_to_folder
+    from universalner.weights.gguf import gguf_to_folder
 
     if engine == "llama.cpp":
         return UniversalNER.from_pretrained(gguf, engine="llama.cpp", n_threads=threads)
@@ -136,7 +136,7 @@ def main() -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.gguf is None:
-        from universalner.loading import test_model_gguf
+        from universalner.weights.shipped import test_model_gguf
 
         gguf = test_model_gguf()
         if gguf is None:

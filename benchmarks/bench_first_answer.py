@@ -2,7 +2,7 @@
 
     python benchmarks/bench_first_answer.py                 # the README's command, 5 warm runs
     python benchmarks/bench_first_answer.py --repeats 10 --json
-    python benchmarks/bench_first_answer.py -- --model "$(python -m universalner.loading)" --labels person "Some text."
+    python benchmarks/bench_first_answer.py -- --model "$(python -m universalner.weights.shipped)" --labels person "Some text."
 
 Each run is a fresh ``python -m universalner ...`` process, timed from its start to the moment its
 first JSON line arrives on stdout (imports, model loading, the answer: what a user waits for).

@@ -241,7 +241,9 @@ def main() -> None:
 
     from universalner import UniversalNER
     from universalner.engines.hf import HFEngine
-    from universalner.loading import gguf_to_folder, read_template_record, test_model_gguf
+    from universalner.weights.gguf import gguf_to_folder
+    from universalner.weights.record import read_template_record
+    from universalner.weights.shipped import test_model_gguf
 
     hf_logging.disable_progress_bar()
     if args.threads:

@@ -24,7 +24,7 @@ import time
 
 import spacy
 
-from universalner.loading import test_model_gguf
+from universalner.weights.shipped import test_model_gguf
 
 SENTENCES = [
     "Apple was founded by Steve Jobs in California.",

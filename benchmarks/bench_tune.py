@@ -49,8 +49,8 @@ def conversations(data: str | None) -> list:
 def setup(base: Path, dropout: float, seed: int):
     import torch
 
-    from universalner.loading import resolve_model
     from universalner.tune.train import TuneConfig, load_for_training
+    from universalner.weights.resolve import resolve_model
 
     cfg = TuneConfig(str(base), "unused", lora_r=16, lora_alpha=32, lora_dropout=dropout)
     torch.manual_seed(seed)
@@ -129,10 +129,10 @@ def main() -> None:
 
     import torch
 
-    from universalner.hardware import cpu_has_bf16
-    from universalner.loading import test_model_gguf
     from universalner.prompts import get_template
     from universalner.tune.collate import Collator, Encoder
+    from universalner.weights.hardware import cpu_has_bf16
+    from universalner.weights.shipped import test_model_gguf
 
     base = test_model_gguf()
     if base is None:

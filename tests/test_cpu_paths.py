@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from universalner.int8 import _int8_linear_class, quantize_linears
+from universalner.weights.int8 import _int8_linear_class, quantize_linears
 
 
 def _linear(n_in=64, n_out=48, bias=True, seed=0):
@@ -58,7 +58,7 @@ def test_siblings_share_one_quantised_input_but_never_a_stale_one():
 
 
 def test_the_output_head_stays_floating_point(test_model_dir):
-    from universalner.engines.hf import load_model_and_tokenizer
+    from universalner.weights.hf import load_model_and_tokenizer
 
     lm, *_ = load_model_and_tokenizer(test_model_dir, quantization="int8", device="cpu")
     kinds = {type(m).__name__ for m in lm.modules()}
@@ -68,7 +68,7 @@ def test_the_output_head_stays_floating_point(test_model_dir):
 
 def test_int8_errors_are_clear(test_model_dir):
     from universalner import UniversalNER
-    from universalner.engines.hf import quantization_config
+    from universalner.weights.hf import quantization_config
 
     with pytest.raises(ValueError, match="CPU's int8 path"):  # checked before any GPU is looked for
         quantization_config("int8", "cuda:0")
@@ -83,9 +83,9 @@ def test_a_student_records_its_cpu_path(tmp_path, test_gguf):
     """The shipped student loads as its record says (bf16 where native); a copy whose record asks for
     int8 loads int8; an explicit dtype wins over the record; a model with no record stays float32."""
     from universalner import UniversalNER
-    from universalner.engines.hf import cpu_choice
-    from universalner.hardware import cpu_has_bf16
-    from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR
+    from universalner.weights.hardware import cpu_has_bf16
+    from universalner.weights.hf import cpu_choice
+    from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
 
     shipped = STUDENTS_DIR / DEFAULT_STUDENT
     record = json.loads((shipped / "universalner.json").read_text())

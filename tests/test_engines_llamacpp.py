@@ -18,18 +18,12 @@ import sys
 import pytest
 
 from universalner import UniversalNER
-from universalner.constraints import DONE, START, PassageGrammar, TokenIndex
+from universalner.constraints import DONE, START, PassageGrammar, TokenIndex, passage_grammar
 from universalner.engines.base import Request
-from universalner.engines.llamacpp import (
-    GGUFError,
-    GGUFTokenizer,
-    LlamaCppEngine,
-    find_gguf,
-    passage_grammar,
-    read_gguf_metadata,
-)
-from universalner.loading import ModelNotFoundError
+from universalner.engines.llamacpp import LlamaCppEngine
 from universalner.prompts import Conversation, get_template, parse_answer
+from universalner.weights.errors import ModelNotFoundError
+from universalner.weights.gguf import GGUFError, GGUFTokenizer, find_gguf, read_gguf_metadata
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from completions_server import CompletionsServer
 
 from universalner import UniversalNER
+from universalner.constraints import passage_grammar
 from universalner.engines.base import Request
-from universalner.engines.llamacpp import passage_grammar
 from universalner.engines.openai import OpenAIEngine, ServerError, conversation_messages, vllm_grammar_field
 
 TEXTS = ["Barack Obama met Emmanuel Macron in Paris on Tuesday.", "The Nile flows through Egypt."]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from universalner import UniversalNER
+from universalner.confidence import list_probability
 from universalner.constraints import PassageGrammar, list_penalty
 from universalner.engines.base import Request
 from universalner.engines.hf import HFEngine
-from universalner.scoring import list_probability
 
 pytestmark = pytest.mark.slow
 

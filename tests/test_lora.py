@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from universalner.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, merge_lora
-from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR
+from universalner.weights.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, merge_lora
+from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -118,16 +118,17 @@ def test_the_kept_merged_student_answers_as_peft(tmp_path, monkeypatch, test_mod
     """First load: merged here and kept; second: read back; a damaged copy: merged and kept again."""
     from universalner import UniversalNER
     from universalner.engines.hf import HFEngine
-    from universalner.loading import read_template_record
+    from universalner.weights.record import read_template_record
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "gguf").symlink_to(test_model_dir.parent)  # the converted base, not converted again
+    (cache / "gguf").symlink_to(test_model_dir.parent.parent)  # the converted base, not converted again
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(cache))
     tok = UniversalNER.from_pretrained(
         device="cpu", dtype="float32"
     ).engine.tokenizer  # the first load keeps it
-    (kept,) = (cache / "merged").iterdir()
+    (slot,) = (cache / "merged").iterdir()  # one slot per student, base and dtype; one copy in it
+    (kept,) = (p for p in slot.iterdir() if not p.name.startswith("."))
     assert (kept / "merged.json").is_file() and (kept / "model.safetensors").is_file()
     peft_ner = UniversalNER(HFEngine(reference, tok, "cpu"), record=read_template_record(STUDENT))
     want = [peft_ner.extract(text, labels) for text, labels in SENTENCES]

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from universalner import Entity, UniversalNER
-from universalner.loading import ModelNotFoundError
 from universalner.model import Prediction
+from universalner.weights.errors import ModelNotFoundError
 
 TEXT = "Barack Obama met Emmanuel Macron in Paris on Tuesday."
 TEXT2 = "Apple hired Tim Cook in California."

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from universalner import UniversalNER
-from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR, shipped_students
+from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR, shipped_students
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +157,8 @@ def test_export_round_trip(tmp_path, test_gguf):
 
 
 def test_the_base_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
-    from universalner.checksums import sha256_file, sha256_file_remembered
+    from universalner.checksums import sha256_file
+    from universalner.weights.cache import sha256_file_remembered
 
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "base.gguf"

@@ -1,4 +1,4 @@
-"""The student merged into its GGUF base (``universalner.student_gguf``), the file llama.cpp runs.
+"""The student merged into its GGUF base (``universalner.weights.merged_gguf``), the file llama.cpp runs.
 
 The merge is checked without llama.cpp: transformers reads the merged float32 file, and its logits
 must equal those of the student loaded the usual way (base dequantised, adapter merged by peft).
@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from universalner.student import DEFAULT_STUDENT, STUDENTS_DIR
-from universalner.student_gguf import merged_gguf
+from universalner.weights.merged_gguf import merged_gguf
+from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
 
 pytestmark = pytest.mark.slow
 FOLDER = STUDENTS_DIR / DEFAULT_STUDENT
@@ -25,7 +25,7 @@ def test_float32_merge_equals_the_student(tmp_path, test_gguf):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from universalner.engines.hf import load_model_and_tokenizer
+    from universalner.weights.hf import load_model_and_tokenizer
 
     out = merged_gguf(FOLDER, "f32", tmp_path / "student-f32.gguf")
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name)
@@ -43,7 +43,7 @@ def test_quantised_files_and_the_cache(tmp_path, test_gguf, monkeypatch):
 
     monkeypatch.setenv("UNIVERSALNER_CACHE", str(tmp_path / "cache"))
     first = merged_gguf(FOLDER, "q8_0")
-    assert first.parent == tmp_path / "cache" / "llamacpp"
+    assert first.parent.parent == tmp_path / "cache" / "llamacpp"  # in the student's slot
     stamp = first.stat().st_mtime_ns
     assert merged_gguf(FOLDER, "q8_0") == first and first.stat().st_mtime_ns == stamp  # reused
     q4 = merged_gguf(FOLDER, "q4_0")
@@ -65,7 +65,7 @@ def test_quantised_files_and_the_cache(tmp_path, test_gguf, monkeypatch):
 
 
 def test_command_line_and_its_errors(tmp_path, test_gguf):
-    run = [sys.executable, "-m", "universalner.student_gguf"]
+    run = [sys.executable, "-m", "universalner.weights.merged_gguf"]
     out = subprocess.run([*run, DEFAULT_STUDENT, "--quant", "q4_0", "-o", str(tmp_path / "s.gguf")],
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -80,7 +80,7 @@ def test_bf16_autocast_loss_is_close(lora):
 
 
 def test_precision_and_grouping_settings(tmp_path):
-    from universalner.hardware import cpu_has_bf16
+    from universalner.weights.hardware import cpu_has_bf16
 
     base = dict(base_model="m", output=str(tmp_path), data=["x.json"])
     assert use_bf16(TuneConfig(**base, bf16="off")) is False

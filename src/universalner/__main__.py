@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .student import DEFAULT_STUDENT
+from .weights.shipped import DEFAULT_STUDENT
 
 
 class InputError(ValueError):
@@ -182,17 +182,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output and args.output.is_file():
         done = finished_results(args.output, passages)
 
-    from .model import UniversalNER
+    from .model import ModelSpec
 
-    ner = UniversalNER.from_pretrained(
-        args.model,
-        quantization=args.quantization,
-        device=args.device,
-        adapter=args.adapter,
-        template=args.template,
-        engine=args.engine,
-        max_new_tokens=args.max_new_tokens,
-    )
+    ner = ModelSpec(
+        args.model, args.quantization, args.device, args.adapter, args.template, args.engine,
+        {"max_new_tokens": args.max_new_tokens},
+    ).load()  # fmt: skip
     out = args.output.open("a", encoding="utf-8") if args.output else sys.stdout
     bar = None
     if args.input:

@@ -458,3 +458,66 @@ class Branch:
                 self.mentions.append(m.decode("utf-8", errors="replace"))
             st = nxt
         self.state = st
+
+
+# --- the same language as a GBNF grammar, for servers that take one (llama.cpp's server, vLLM) ---
+def _forbidden_char(ch: str) -> bool:
+    """A character no mention may hold (the text form of ``_forbidden``)."""
+    return ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F
+
+
+def passage_grammar(passage: str) -> str:
+    """A GBNF grammar for ``["m1", "m2"]`` where each mention is copied from ``passage``.
+
+    The language of ``universalner.constraints`` (mentions start at a word start, end at a word end,
+    hold no quote, backslash or control character), less its length cap and repeat rule. Linear in
+    the passage: one rule per character, ``c{i} ::= <char i> c{i+1} | <char i>``, plus one rule per
+    distinct first character, so a server's grammar engine keeps few parse stacks alive.
+    """
+    n = len(passage)
+    ends_after = [False] * n  # a mention may end with character i
+    for i, ch in enumerate(passage):
+        nxt = passage[i + 1] if i + 1 < n else ""
+        ends_after[i] = not ch.isspace() and ch not in END_FORBIDDEN and not (ch.isalnum() and nxt.isalnum())
+    # reach[i]: a mention running through character i can still end somewhere
+    reach = [False] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        reach[i] = not _forbidden_char(passage[i]) and (ends_after[i] or reach[i + 1])
+    starts: dict[str, list[int]] = {}
+    for i, ch in enumerate(passage):
+        prev = passage[i - 1] if i else ""
+        if (ch.isalnum() or ch in START_SYMBOLS) and not (prev.isalnum() and ch.isalnum()) and reach[i]:
+            starts.setdefault(ch, []).append(i)
+    if not starts:
+        return 'root ::= " "? "[" "]"\n'
+    lines = [
+        'root ::= " "? "[" ( mention ( ", " mention )* )? "]"',
+        'mention ::= "\\"" first "\\""',
+        "first ::= " + " | ".join(f"f{k}" for k in range(len(starts))),
+    ]
+    needed = [False] * (n + 1)  # c{i} is referenced by some rule
+    for k, (ch, where) in enumerate(sorted(starts.items())):
+        alts = []
+        for i in where:
+            if i + 1 < n and reach[i + 1]:
+                alts.append(f"c{i + 1}")
+                needed[i + 1] = True
+        if any(ends_after[i] for i in where):
+            alts.append('""')
+        lines.append(f"f{k} ::= {_lit(ch)} ( {' | '.join(alts)} )")
+    for i in range(n):
+        if not needed[i]:
+            continue
+        alts = []
+        if i + 1 < n and reach[i + 1]:
+            alts.append(f"{_lit(passage[i])} c{i + 1}")
+            needed[i + 1] = True
+        if ends_after[i]:
+            alts.append(_lit(passage[i]))
+        lines.append(f"c{i} ::= " + " | ".join(alts))
+    return "\n".join(lines) + "\n"
+
+
+def _lit(ch: str) -> str:
+    """A GBNF string literal for one character (never a quote or backslash: those are not in mentions)."""
+    return '"' + ch + '"'

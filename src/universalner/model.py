@@ -1,7 +1,9 @@
-"""``UniversalNER``: ask a student model for any entity types and get offsets back.
+"""``UniversalNER``: ask a student model for any entity types and get offsets back; ``ModelSpec``: what
+loading one takes.
 
 The model object owns the conversation template, windowing of long texts and the mapping from
-answered strings to offsets; an engine (``engines/``) only turns prompts into answers.
+answered strings to offsets; an engine (``engines/``) only turns prompts into answers, and the weights
+are found and loaded by ``weights/``.
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import chunking
+from .confidence import mention_scores
 from .engines import engine_class
 from .engines.base import Engine, Generation, Request
 from .entity import Entity
-from .loading import read_template_record
 from .prompts import LAYOUTS, Template, get_template, parse_answer, resolve_labels
-from .scoring import mention_scores
 from .spans import SpanStats, locate
-from .student import DEFAULT_STUDENT
+from .weights.record import read_template_record
+from .weights.shipped import DEFAULT_STUDENT
 
 Labels = Sequence[str] | Mapping[str, str]
 
@@ -134,7 +137,7 @@ class UniversalNER:
         cls_ = engine_class(engine)
         eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
         record: dict[str, Any] = {}
-        for folder in getattr(eng, "record_dirs", []):
+        for folder in eng.record_dirs:
             record = read_template_record(folder)
             if record:
                 break
@@ -261,3 +264,63 @@ class UniversalNER:
 
     def __repr__(self) -> str:
         return f"UniversalNER(engine={self.engine.name!r}, template={self.template.layout!r})"
+
+
+@dataclass
+class ModelSpec:
+    """What ``UniversalNER.from_pretrained`` needs, in one place: the command line, the spaCy component
+    and ``evaluate`` build their model from it; nothing is loaded (and no torch imported) until ``load``."""
+
+    model: str
+    quantization: str | None = None
+    device: str | None = "auto"
+    adapter: str | None = None
+    template: str = "auto"
+    engine: str = "transformers"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> UniversalNER:
+        """The model, loaded now."""
+        return UniversalNER.from_pretrained(
+            self.model,
+            quantization=self.quantization,
+            device=self.device,
+            adapter=self.adapter,
+            template=self.template,
+            engine=self.engine,
+            **self.options,
+        )
+
+    def key(self) -> tuple:
+        """What decides the loaded weights (model, engine, quantization, device, adapter; paths made
+        absolute): specs that agree on it may share one loaded engine."""
+        return (
+            _normalise_path(self.model),
+            self.engine,
+            self.quantization,
+            self.device,
+            _normalise_path(self.adapter) if self.adapter else None,
+        )
+
+    def default_threshold(self) -> float:
+        """The threshold recorded with the student (adapter first), without loading it; else 0."""
+        from .weights.resolve import resolve
+
+        for where in (self.adapter, self.model):
+            if where is None:
+                continue
+            loc = resolve(where)
+            if loc.local and Path(loc.path).is_dir():
+                t = read_template_record(loc.path).get("threshold")
+                if t is not None:
+                    return float(t)
+        return 0.0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change answers (all but the device), for a run's resume check."""
+        return {k: v for k, v in self.__dict__.items() if k != "device"}
+
+
+def _normalise_path(model: str) -> str:
+    path = Path(os.path.expanduser(model))
+    return str(path.resolve()) if path.exists() else model

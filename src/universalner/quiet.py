@@ -27,6 +27,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 #: libraries whose INFO/WARNING logs are for their own developers, not for a user of the command line
 LIBRARIES = ("bitsandbytes", "accelerate", "peft", "huggingface_hub", "torch", "torchao", "filelock", "httpx")
@@ -141,3 +142,41 @@ class _ThenLoader(importlib.abc.Loader):
         module.__loader__ = module.__spec__.loader = self.loader  # the module sees its own loader
         self.loader.exec_module(module)
         self.finder.done()
+
+
+class progress_bars:
+    """transformers' progress bars on or off for a block, the GGUF de-quantisation bar included (it is
+    a plain tqdm that transformers' switch does not reach)."""
+
+    def __init__(self, show: bool):
+        self.show = show
+        self.saved: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> None:
+        if self.show:
+            return
+        import functools
+
+        from transformers.utils import logging as hf_logging
+
+        self.was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:
+            return
+        bar = getattr(gguf_utils, "tqdm", None)
+        if bar is not None:
+            self.saved.append((gguf_utils, bar))
+            gguf_utils.tqdm = functools.partial(bar, disable=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.show:
+            return
+        from transformers.utils import logging as hf_logging
+
+        for module, bar in self.saved:
+            module.tqdm = bar
+        self.saved.clear()
+        if self.was_on:
+            hf_logging.enable_progress_bar()

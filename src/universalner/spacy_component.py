@@ -32,7 +32,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 
 from .entity import Entity
-from .student import DEFAULT_STUDENT
+from .weights.shipped import DEFAULT_STUDENT
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +95,18 @@ class Settings:
     engine: str = "transformers"
     max_new_tokens: int = 256
 
+    def spec(self) -> Any:
+        """The ``model.ModelSpec`` of these settings: what loading the model takes."""
+        from .model import ModelSpec
+
+        return ModelSpec(
+            self.model, self.quantization, self.device, self.adapter, self.template, self.engine,
+            {"max_new_tokens": self.max_new_tokens},
+        )  # fmt: skip
+
     def model_key(self) -> tuple:
         """What decides the loaded weights: components agreeing on it share one engine."""
-        return (
-            _normalise_path(self.model),
-            self.engine,
-            self.quantization,
-            self.device,
-            _normalise_path(self.adapter) if self.adapter else None,
-        )
-
-
-def _normalise_path(model: str) -> str:
-    path = Path(os.path.expanduser(model))
-    return str(path.resolve()) if path.exists() else model
+        return self.spec().key()
 
 
 def _config_error(name: str, key: str, msg: str) -> ConfigValidationError:
@@ -132,10 +130,11 @@ def check_settings(name: str, s: Settings) -> None:
         if not model.is_file():
             bad("model", f"GGUF file not found: {s.model}")
     else:  # a folder without a model, or a path that is neither a folder nor a hub id: say so now
-        from .loading import ModelNotFoundError, resolve_model
+        from .weights.errors import ModelNotFoundError
+        from .weights.resolve import resolve
 
         try:
-            resolve_model(s.model)
+            resolve(s.model)
         except ModelNotFoundError as e:
             bad(
                 "model",
@@ -192,21 +191,12 @@ def load_model(s: Settings) -> tuple[Any, Any]:
     Components that agree on the weights (model, engine, quantization, device, adapter) share one loaded
     engine while any of them is alive; each gets its own ``UniversalNER`` for its template and answer length.
     """
-    key = s.model_key()
+    spec = s.spec()
+    key = spec.key()
     shared = _MODELS.get(key)
     if shared is None:
-        from .model import UniversalNER
-
         logger.info("universal_ner: loading %s", s.model)
-        shared = UniversalNER.from_pretrained(
-            s.model,
-            quantization=s.quantization,
-            device=s.device,
-            adapter=s.adapter,
-            template=s.template,
-            engine=s.engine,
-            max_new_tokens=s.max_new_tokens,
-        )
+        shared = spec.load()
         _MODELS[key] = shared
     own = type(shared)(
         shared.engine,

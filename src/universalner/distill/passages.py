@@ -71,7 +71,7 @@ class HFTokenCounter(TokenCounter):
         local = Path(os.path.expanduser(str(name_or_path))).exists()
         try:
             if not local:  # a hub id: fail in seconds, not minutes of retries, when the hub is out of reach
-                from ..loading import check_hub_reachable
+                from ..weights.hub import check_hub_reachable
 
                 check_hub_reachable(str(name_or_path))
             self.tok = AutoTokenizer.from_pretrained(name_or_path)

@@ -6,6 +6,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -37,13 +38,32 @@ class Generation:
 
 
 class Engine(ABC):
-    """What ``UniversalNER`` needs from a backend."""
+    """What ``UniversalNER`` needs from a backend.
+
+    ``generate`` checks its input once, here, for every engine, and hands the work to the engine's
+    ``_generate``; an engine adds only its own checks there (llama.cpp: the context size). ``load``
+    builds an engine from a model name (``weights.resolve`` finds it), ``record_dirs`` says where the
+    student's template record may be.
+    """
 
     name: str = "engine"
     #: the tokenizer, where the engine has a transformers one (chat templates, token counts)
     tokenizer: Any = None
+    #: folders that may hold the student's template record (``universalner.json``), the first found wins
+    record_dirs: Sequence[Path] = ()
 
-    @abstractmethod
+    @classmethod
+    def load(
+        cls,
+        model: Any,
+        quantization: str | None = None,
+        device: str | None = "auto",
+        adapter: Any = None,
+        **kw: Any,
+    ) -> Engine:
+        """An engine for ``model`` (see each engine's ``load``)."""
+        raise NotImplementedError(f"engine {cls.name!r} cannot load a model by name")
+
     def generate(
         self,
         requests: Sequence[Request],
@@ -53,7 +73,30 @@ class Engine(ABC):
         list_threshold: float = 0.5,
     ) -> list[Generation]:
         """One greedy answer per request, in order; constrained answers open a non-empty list when the
-        model gives that at least ``list_threshold`` (0.5: plain greedy)."""
+        model gives that at least ``list_threshold`` (0.5: plain greedy; see ``constraints.list_penalty``)."""
+        requests = list(requests)
+        penalty = self.list_penalty(list_threshold)
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
+        for i, r in enumerate(requests):
+            if not isinstance(r, Request):
+                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
+        if not requests:
+            return []
+        return self._generate(requests, max_new_tokens, constrained, penalty)
+
+    def list_penalty(self, list_threshold: float) -> float:
+        """The empty-list penalty that moves the decision to ``list_threshold`` (0.0 at 0.5, plain greedy);
+        an engine that cannot move it refuses other values here."""
+        from ..constraints import list_penalty
+
+        return list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
+
+    @abstractmethod
+    def _generate(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+    ) -> list[Generation]:
+        """``generate`` for checked, non-empty ``requests``; ``penalty``: see ``list_penalty``."""
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of ``text`` (for windowing long texts)."""

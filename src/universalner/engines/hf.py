@@ -1,241 +1,23 @@
 """The transformers engine: full-precision, bitsandbytes 4-bit/8-bit, and peft adapters.
 
-This module loads the model and runs it by two paths (see ``HFEngine``): ``plain``, one ``generate``
-per question batched with left padding, the reference; and ``fast`` (default), the passage's shared
-prompt prefix computed once and the questions decoded as branches off its KV cache.
+The model is loaded by ``weights.hf`` (device, dtype, quantisation, adapter); this module runs it by two
+paths (see ``HFEngine``): ``plain``, one ``generate`` per question batched with left padding, the
+reference; and ``fast`` (default), the passage's shared prompt prefix computed once and the questions
+decoded as branches off its KV cache.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from .. import lora
-from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex, choose, list_penalty
-from ..loading import ModelNotFoundError, check_hub_reachable, offline_hint, resolve_model
+from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex, choose
 from ..tokens import prompt_ids
+from ..weights.hf import load_model_and_tokenizer
 from .base import Engine, Generation, Request
-
-QUANTIZATIONS = (None, "4bit", "8bit", "int8")  # 4bit/8bit: bitsandbytes; int8: the CPU's (int8.py)
-
-
-def pick_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', not {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA GPU is available here; use device='cpu' or 'auto'")
-    return device
-
-
-def quantization_config(quantization: str | None, device: str):
-    """bitsandbytes settings: nf4 with double quantisation; bf16 compute on CUDA, fp32 on CPU."""
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
-    if quantization is None:
-        return None
-    if quantization == "int8":  # not bitsandbytes: torch's own int8 products, CPU only (int8.py)
-        if not device.startswith("cpu"):
-            raise ValueError(
-                f"quantization='int8' is the CPU's int8 path; on {device!r} use '8bit' (bitsandbytes) or '4bit'"
-            )
-        from ..int8 import check_supported
-
-        check_supported()
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            f"quantization={quantization!r} needs bitsandbytes: pip install bitsandbytes"
-        ) from e
-    if quantization == "4bit":
-        compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True)
-
-
-def _is_adapter(path: Path | str) -> bool:
-    return isinstance(path, Path) and (path / "adapter_config.json").is_file()
-
-
-def load_model_and_tokenizer(
-    model: str | os.PathLike,
-    quantization: str | None = None,
-    device: str | None = "auto",
-    adapter: str | os.PathLike | None = None,
-    dtype: str | None = None,
-):
-    """(model, tokenizer, device, [folders that may hold a template record])."""
-    if quantization not in QUANTIZATIONS:  # checked before anything slow happens
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
-    location = resolve_model(model)
-    if adapter is not None:
-        resolve_model(adapter)  # a missing adapter fails before the base model is loaded
-    record_dirs: list[Path] = []
-    if _is_adapter(location):  # a LoRA output folder given as the model: load its base first
-        import json
-
-        from ..student import base_gguf, is_shipped
-
-        adapter, record_dirs = location, [location]
-        if is_shipped(location):  # a student inside the package: its base GGUF, checked by hash
-            base = str(base_gguf(location))
-        else:
-            base = json.loads((location / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise ValueError(f"{location}/adapter_config.json names no base model")
-        try:
-            location = resolve_model(base)
-        except ModelNotFoundError as e:
-            raise ModelNotFoundError(
-                f"the adapter {adapter} was trained on {base!r}, which is not here ({e}); put the base model "
-                f"there, or set base_model_name_or_path in {adapter}/adapter_config.json to where it is"
-            ) from e
-    if isinstance(location, Path):
-        record_dirs.append(location)
-    else:
-        check_hub_reachable(location)
-    # torch and transformers only now: a model that is not there fails before seconds of imports
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = pick_device(device)
-    # on a CPU with no dtype asked for: what the student recorded as its fastest path there
-    choice = cpu_choice(record_dirs) if dtype is None and device.startswith("cpu") else {}
-    if quantization is None and choice.get("quantization") == "int8":
-        quantization = "int8"
-    qconf = quantization_config(quantization, device)
-    torch_dtype = default_dtype(device, quantization, choice) if dtype is None else _torch_dtype(dtype)
-    # on a CPU, bf16 and int8 students are made from the float32 model after its adapter is merged:
-    # one rounding of the merged weights (and the merged float32 copy kept for the shipped student)
-    final = None
-    if qconf is None and device.startswith("cpu") and torch_dtype != torch.float32:
-        final, torch_dtype = torch_dtype, torch.float32
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    if qconf is not None:
-        kwargs["quantization_config"] = qconf
-        kwargs["device_map"] = {"": device}
-    try:
-        tok_src = (
-            adapter
-            if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
-            else location
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_src))
-        lm, merged = _from_merged(location, adapter, torch_dtype, qconf is not None, kwargs)
-        kept = lm is not None  # the shipped student's weights, merged by an earlier load
-        if lm is None:
-            lm = AutoModelForCausalLM.from_pretrained(str(location), **kwargs)
-    except OSError as e:
-        if isinstance(location, str):
-            raise offline_hint(location, e) from e
-        raise
-    if qconf is None:
-        lm = lm.to(device)
-    if kept:
-        record_dirs.insert(0, resolve_model(adapter))
-    elif adapter is not None:
-        adapter_path = resolve_model(adapter)
-        # a plain LoRA adapter is folded in here, as peft would, without importing peft (~1 s)
-        if qconf is None and isinstance(adapter_path, Path) and lora.merge_lora(lm, adapter_path):
-            if merged is not None:  # a shipped student: the next load reads the merged weights
-                lora.save_merged(lm, merged, location, adapter_path)
-        else:
-            try:
-                from peft import PeftModel
-            except ImportError as e:
-                raise ImportError("adapter= needs peft: pip install 'universalner[tune]'") from e
-            lm = PeftModel.from_pretrained(lm, str(adapter_path))
-            if qconf is None:  # folded into the weights: no extra LoRA products at every step
-                lm = lm.merge_and_unload()
-        if isinstance(adapter_path, Path):
-            record_dirs.insert(0, adapter_path)
-    if quantization == "int8":
-        from ..int8 import quantize_linears
-
-        quantize_linears(lm)
-    if final is not None:
-        lm = lm.to(final)
-    lm.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return lm, tokenizer, device, record_dirs
-
-
-def _torch_dtype(dtype: str):
-    import torch
-
-    value = getattr(torch, dtype, None) if isinstance(dtype, str) else None
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', not {dtype!r}")
-    return value
-
-
-def cpu_choice(record_dirs) -> dict[str, Any]:
-    """The CPU settings a student records as its fastest within 1 F1 point of float32 (``"cpu"`` in
-    its ``universalner.json``, from ``benchmarks/bench_cpu.py``); {} for a model that records none."""
-    from ..hardware import cpu_has_bf16
-    from ..loading import read_template_record
-
-    for folder in record_dirs:
-        choice = read_template_record(folder).get("cpu")
-        if isinstance(choice, dict):
-            if choice.get("dtype") == "bfloat16" and not cpu_has_bf16():
-                return {}  # measured where bf16 is native; emulated, it is slower than float32
-            return {k: choice[k] for k in ("dtype", "quantization") if isinstance(choice.get(k), str)}
-    return {}
-
-
-def default_dtype(device: str, quantization: str | None = None, choice: dict[str, Any] | None = None):
-    """bf16 on GPUs; on a CPU, the dtype the student recorded (``cpu_choice``: bf16 for the shipped
-    student, on CPUs that multiply bf16 natively), else float32: a model nobody measured keeps the
-    numbers it was trained with. bitsandbytes models keep float32 on a CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    if quantization in (None, "int8") and (choice or {}).get("dtype") == "bfloat16":
-        return torch.bfloat16
-    return torch.float32
-
-
-def _from_merged(location, adapter, dtype, quantized: bool, kwargs: dict[str, Any]):
-    """(the model read from a shipped student's merged weights, or None; where they are kept, or
-    None where they are not). Unreadable merged weights are removed, and the student merged again."""
-    if adapter is None:
-        return None, None
-    folder = lora.merged_cache(location, resolve_model(adapter), dtype, quantized)
-    if not lora.has_merged(folder):
-        return None, folder
-    from transformers import AutoModelForCausalLM
-
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        return lm.requires_grad_(False), folder  # as after a merge
-    except Exception:  # noqa: BLE001 - a damaged copy (a cut file, a full disk) is made again
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-        return None, folder
-
 
 PATHS = ("fast", "plain")
 # causal-LM classes whose logits are exactly lm_head(decoder(...)): no scaling, no soft-capping, so the
@@ -366,25 +148,10 @@ class HFEngine(Engine):
         """The constrained-decoding index of this tokenizer (built once, cached)."""
         return TokenIndex.for_hf_tokenizer(self.tokenizer, self.stop_ids())
 
-    def generate(
-        self,
-        requests: Sequence[Request],
-        *,
-        max_new_tokens: int = 256,
-        constrained: bool = False,
-        list_threshold: float = 0.5,
+    def _generate(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
     ) -> list[Generation]:
-        """Greedy answers; constrained ones open a non-empty list when the model gives that at least
-        ``list_threshold`` (0.5: plain greedy; see ``constraints.list_penalty``)."""
-        requests = list(requests)
-        penalty = list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
-        for i, r in enumerate(requests):
-            if not isinstance(r, Request):
-                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
-        if not requests:
-            return []
+        """Greedy answers by the engine's path; ``penalty``: the empty-list penalty (``Engine.list_penalty``)."""
         if self.path == "fast" and self._fast_supported():
             return self._generate_fast(requests, max_new_tokens, constrained, penalty)
         out: list[Generation] = []

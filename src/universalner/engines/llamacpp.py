@@ -16,262 +16,24 @@ Greedy, like the transformers engine. ``constrained=True`` uses the library's ow
 answer in the same language, with log-probabilities renormalised over the allowed tokens as there.
 
 The prompt's chat template and end-of-sequence token come from the GGUF file itself
-(``GGUFTokenizer``, its header read in milliseconds): no transformers tokenizer is built.
-
-``passage_grammar`` spells the same answer language as a GBNF grammar, for servers that take one
-(llama.cpp's server, vLLM); see ``engines/openai.py``.
+(``weights.gguf.GGUFTokenizer``, its header read in milliseconds): no transformers tokenizer is built.
+A LoRA student is merged into its GGUF base first (``weights.merged_gguf``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import mmap
 import os
-import struct
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..constraints import choose
-from ..loading import ModelNotFoundError
 from ..tokens import with_prefix
+from ..weights.errors import ModelNotFoundError
+from ..weights.gguf import GGUFError, GGUFTokenizer, find_gguf, read_gguf_metadata
 from .base import Engine, Generation, Request
-
-# ------------------------------------------------------------------ GGUF metadata, without weights
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY = 8, 9
-
-
-class GGUFError(ValueError):
-    """A file that is not a readable GGUF model."""
-
-
-def read_gguf_metadata(path: str | os.PathLike, keys: Sequence[str] | None = None) -> dict[str, Any]:
-    """The key/value header of a GGUF file (all keys, or only ``keys``), read without the tensors.
-
-    A few milliseconds even for big files: only the header is parsed (``gguf.GGUFReader`` also maps
-    every tensor and takes tens of seconds on a slow CPU).
-    """
-    path = Path(path)
-    want = set(keys) if keys is not None else None
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            if m[:4] != b"GGUF":
-                raise GGUFError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-            version, _, n_kv = struct.unpack_from("<IQQ", m, 4)
-            if version < 2 or version > 3:
-                raise GGUFError(f"{path}: GGUF version {version} is not supported (2 or 3 are)")
-            pos, out = 24, {}
-
-            def string(p: int) -> tuple[str, int]:
-                (n,) = struct.unpack_from("<Q", m, p)
-                return m[p + 8 : p + 8 + n].decode("utf-8", errors="replace"), p + 8 + n
-
-            def value(vtype: int, p: int, keep: bool) -> tuple[Any, int]:
-                if vtype in _SCALARS:
-                    fmt = "<" + _SCALARS[vtype]
-                    return struct.unpack_from(fmt, m, p)[0], p + struct.calcsize(fmt)
-                if vtype == _STRING:
-                    return string(p)
-                if vtype == _ARRAY:
-                    etype, count = struct.unpack_from("<IQ", m, p)
-                    p += 12
-                    if etype in _SCALARS:
-                        size = struct.calcsize("<" + _SCALARS[etype])
-                        vals = list(struct.unpack_from(f"<{count}{_SCALARS[etype]}", m, p)) if keep else None
-                        return vals, p + size * count
-                    items = []
-                    for _ in range(count):
-                        v, p = value(etype, p, keep)
-                        if keep:
-                            items.append(v)
-                    return (items if keep else None), p
-                raise GGUFError(f"{path}: unknown GGUF value type {vtype} at byte {p}")
-
-            for _ in range(n_kv):
-                key, pos = string(pos)
-                (vtype,) = struct.unpack_from("<I", m, pos)
-                keep = want is None or key in want
-                val, pos = value(vtype, pos + 4, keep)
-                if keep:
-                    out[key] = val
-            return out
-    except (struct.error, ValueError, OSError) as e:
-        if isinstance(e, GGUFError):
-            raise
-        raise GGUFError(f"could not read {path} as a GGUF file: {e}") from e
-
-
-class GGUFTokenizer:
-    """What the template needs from a tokenizer, read from a GGUF file's header.
-
-    ``apply_chat_template`` renders the file's Jinja chat template the way transformers does
-    (sandboxed, ``trim_blocks``/``lstrip_blocks``, ``bos_token``/``eos_token`` in scope), so the chat
-    layout comes out byte-identical to a transformers tokenizer of the same model.
-
-    ``add_bos_token``: whether the model's tokenizer puts its BOS before a text, as llama.cpp and
-    transformers decide it: the file's ``tokenizer.ggml.add_bos_token``, else yes for a sentencepiece
-    (``llama``) vocabulary, no otherwise (what an OpenAI-compatible server serving the file adds itself).
-    """
-
-    is_fast = False
-
-    def __init__(
-        self,
-        chat_template: str | None,
-        eos_token: str | None,
-        bos_token: str | None = None,
-        add_bos_token: bool = False,
-    ):
-        self.chat_template = chat_template
-        self.eos_token = eos_token
-        self.bos_token = bos_token
-        self.add_bos_token = bool(add_bos_token and bos_token)
-        self._compiled = None
-
-    KEYS = (
-        "tokenizer.chat_template",
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.bos_token_id",
-        "tokenizer.ggml.tokens",
-        "tokenizer.ggml.add_bos_token",
-        "tokenizer.ggml.model",
-    )
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> GGUFTokenizer:
-        return cls.from_metadata(read_gguf_metadata(path, cls.KEYS))
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, Any]) -> GGUFTokenizer:
-        keys = cls.KEYS
-        tokens = meta.get("tokenizer.ggml.tokens") or []
-
-        def text(key: str) -> str | None:
-            i = meta.get(key)
-            return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
-
-        add_bos = meta.get("tokenizer.ggml.add_bos_token")
-        if not isinstance(add_bos, bool):  # older files: llama.cpp adds BOS to a sentencepiece vocabulary
-            add_bos = meta.get("tokenizer.ggml.model") == "llama"
-        return cls(meta.get("tokenizer.chat_template"), text(keys[1]), text(keys[2]), add_bos)
-
-    def apply_chat_template(
-        self,
-        messages: list[dict[str, str]],
-        tokenize: bool = False,
-        add_generation_prompt: bool = False,
-        **kwargs: Any,
-    ) -> str:
-        if tokenize:
-            raise ValueError("GGUFTokenizer renders text only: call apply_chat_template(..., tokenize=False)")
-        if not self.chat_template:
-            raise ValueError("this GGUF file has no chat template (tokenizer.chat_template)")
-        if self._compiled is None:
-            self._compiled = _compile_template(self.chat_template)
-        return self._compiled.render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "",
-            eos_token=self.eos_token or "",
-            **kwargs,
-        )
-
-    def __repr__(self) -> str:
-        return f"GGUFTokenizer(eos_token={self.eos_token!r}, chat_template={bool(self.chat_template)})"
-
-
-def _compile_template(source: str):
-    """The Jinja environment transformers renders chat templates in."""
-    from datetime import datetime
-
-    import jinja2
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str):
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(
-            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-        )
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(source)
-
-
-# ------------------------------------------------------------------ the answer language as GBNF
-_START_SYMBOLS = "$€£¥#@(+-~'"
-_END_FORBIDDEN = ",;:"
-
-
-def _forbidden(ch: str) -> bool:
-    return ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F
-
-
-def passage_grammar(passage: str) -> str:
-    """A GBNF grammar for ``["m1", "m2"]`` where each mention is copied from ``passage``.
-
-    The language of ``universalner.constraints`` (mentions start at a word start, end at a word end,
-    hold no quote, backslash or control character), less its length cap and repeat rule. Linear in
-    the passage: one rule per character, ``c{i} ::= <char i> c{i+1} | <char i>``, plus one rule per
-    distinct first character, so a server's grammar engine keeps few parse stacks alive.
-    """
-    n = len(passage)
-    ends_after = [False] * n  # a mention may end with character i
-    for i, ch in enumerate(passage):
-        nxt = passage[i + 1] if i + 1 < n else ""
-        ends_after[i] = not ch.isspace() and ch not in _END_FORBIDDEN and not (ch.isalnum() and nxt.isalnum())
-    # reach[i]: a mention running through character i can still end somewhere
-    reach = [False] * (n + 1)
-    for i in range(n - 1, -1, -1):
-        reach[i] = not _forbidden(passage[i]) and (ends_after[i] or reach[i + 1])
-    starts: dict[str, list[int]] = {}
-    for i, ch in enumerate(passage):
-        prev = passage[i - 1] if i else ""
-        if (ch.isalnum() or ch in _START_SYMBOLS) and not (prev.isalnum() and ch.isalnum()) and reach[i]:
-            starts.setdefault(ch, []).append(i)
-    if not starts:
-        return 'root ::= " "? "[" "]"\n'
-    lines = [
-        'root ::= " "? "[" ( mention ( ", " mention )* )? "]"',
-        'mention ::= "\\"" first "\\""',
-        "first ::= " + " | ".join(f"f{k}" for k in range(len(starts))),
-    ]
-    needed = [False] * (n + 1)  # c{i} is referenced by some rule
-    for k, (ch, where) in enumerate(sorted(starts.items())):
-        alts = []
-        for i in where:
-            if i + 1 < n and reach[i + 1]:
-                alts.append(f"c{i + 1}")
-                needed[i + 1] = True
-        if any(ends_after[i] for i in where):
-            alts.append('""')
-        lines.append(f"f{k} ::= {_lit(ch)} ( {' | '.join(alts)} )")
-    for i in range(n):
-        if not needed[i]:
-            continue
-        alts = []
-        if i + 1 < n and reach[i + 1]:
-            alts.append(f"{_lit(passage[i])} c{i + 1}")
-            needed[i + 1] = True
-        if ends_after[i]:
-            alts.append(_lit(passage[i]))
-        lines.append(f"c{i} ::= " + " | ".join(alts))
-    return "\n".join(lines) + "\n"
-
-
-def _lit(ch: str) -> str:
-    """A GBNF string literal for one character (never a quote or backslash: those are not in mentions)."""
-    return '"' + ch + '"'
-
 
 # ------------------------------------------------------------------ the engine
 INSTALL_HINT = (
@@ -307,29 +69,6 @@ def _import_llama_cpp():
     if quiet.level == logging.NOTSET:  # llama.cpp prints every tensor it loads unless told otherwise
         quiet.setLevel(logging.ERROR)
     return llama_cpp
-
-
-def find_gguf(model: str | os.PathLike) -> Path:
-    """The ``.gguf`` file for ``model``: the file itself, or the only one in a folder."""
-    if not isinstance(model, (str, os.PathLike)) or not str(model).strip():
-        raise TypeError(f"model must be a .gguf file or a folder holding one, not {model!r}")
-    path = Path(os.path.expanduser(str(model)))
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise ModelNotFoundError(f"engine='llama.cpp' reads .gguf files; {path} is not one")
-        return path
-    if path.is_dir():
-        found = sorted(path.glob("*.gguf"))
-        if len(found) == 1:
-            return found[0]
-        raise ModelNotFoundError(
-            f"{path} holds {len(found)} .gguf files; pass the one to load"
-            + (f" ({', '.join(f.name for f in found)})" if found else "")
-        )
-    raise ModelNotFoundError(
-        f"GGUF model not found: {model!r}. engine='llama.cpp' loads local .gguf files only; download one "
-        "(e.g. huggingface-cli download <repo> <file>.gguf) and pass its path"
-    )
 
 
 class _Branch:
@@ -432,17 +171,18 @@ class LlamaCppEngine(Engine):
     def load(cls, model, quantization=None, device="auto", adapter=None, **kw) -> LlamaCppEngine:
         """A GGUF student, or a LoRA student (a shipped one such as ``universalner-135m``, or a folder
         written by ``universalner.tune`` on a GGUF base) merged into its base once and cached
-        (``universalner.student_gguf``). ``quantization``: for a GGUF file, None (the file is already
+        (``universalner.weights.merged_gguf``). ``quantization``: for a GGUF file, None (the file is already
         quantised); for a LoRA student, the merged file's format, ``"q8_0"`` (default), ``"q4_0"``,
         ``"f16"`` or ``"f32"``. ``device``: 'cpu' or 'auto' (all layers on the GPU when llama.cpp was
         built with one)."""
-        from ..student import student_folder
-        from ..student_gguf import QUANTS, merged_gguf
+        from ..weights.merged_gguf import QUANTS, merged_gguf
+        from ..weights.resolve import resolve
 
-        folder = student_folder(str(model)) if isinstance(model, (str, os.PathLike)) else None
-        if folder is None and isinstance(model, (str, os.PathLike)):
-            p = Path(os.path.expanduser(str(model)))
-            folder = p if (p / "adapter_config.json").is_file() else None
+        try:  # a shipped student's name or an adapter folder, by the rule of every engine
+            where = resolve(model)
+        except (ModelNotFoundError, TypeError):  # find_gguf says what this engine reads
+            where = None
+        folder = Path(where.path) if where is not None and where.kind == "adapter" else None
         if folder is not None:
             if adapter is not None:
                 raise ValueError(
@@ -589,23 +329,9 @@ class LlamaCppEngine(Engine):
                     rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
         return rows
 
-    def generate(
-        self,
-        requests: Sequence[Request],
-        *,
-        max_new_tokens: int = 256,
-        constrained: bool = False,
-        list_threshold: float = 0.5,
+    def _generate(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
     ) -> list[Generation]:
-        from ..constraints import list_penalty
-
-        requests = list(requests)
-        penalty = list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
-        for i, r in enumerate(requests):
-            if not isinstance(r, Request):
-                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
         tokens = [self.prompt_tokens(r.prompt) for r in requests]
         for i, t in enumerate(tokens):
             if len(t) + max_new_tokens > self.n_ctx:

@@ -13,7 +13,6 @@ gives lower scores (docs/engines.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any
 
 from ..prompts import ACK, LLAMA_EOS, SYSTEM, passage_turn, question_turn
 from ..tokens import prefix_text
+from ..weights.errors import ModelNotFoundError
 from .base import Engine, Generation, Request
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def load_tokenizer(source: Any) -> Any:
 
     path = Path(os.path.expanduser(str(source)))
     if path.suffix.lower() == ".gguf":
-        from .llamacpp import GGUFTokenizer
+        from ..weights.gguf import GGUFTokenizer
 
         return GGUFTokenizer.from_file(path)
     if path.is_dir():
@@ -61,21 +61,37 @@ def load_tokenizer(source: Any) -> Any:
 
 
 def _auto_tokenizer(model: str) -> Any:
-    """The student's tokenizer when ``model`` names something local, else None (UniNER layout)."""
-    path = Path(os.path.expanduser(model))
+    """The student's tokenizer when ``model`` names something local, else None (UniNER layout).
+
+    A LoRA adapter served by name (vLLM --lora-modules) has its base's tokenizer, the base found by the
+    rule of every engine (``weights.resolve.Location.base``)."""
+    where = _where(model)
     if (
-        path.is_dir()
-        and (path / "adapter_config.json").is_file()
-        and not (path / "tokenizer_config.json").is_file()
+        where is not None
+        and where.kind == "adapter"
+        and not (Path(where.path) / "tokenizer_config.json").is_file()
     ):
-        # a LoRA adapter served by name (vLLM --lora-modules): its base model holds the tokenizer
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        return _auto_tokenizer(base) if base else None
+        try:
+            base = where.base()
+        except (ModelNotFoundError, ValueError, OSError):
+            return None
+        return _auto_tokenizer(str(base.path))
+    path = Path(os.path.expanduser(model))
     if path.is_dir() or (path.suffix.lower() == ".gguf" and path.is_file()):
         return load_tokenizer(path)
     try:
         return load_tokenizer(model)
     except (ValueError, OSError):
+        return None
+
+
+def _where(model: str) -> Any:
+    """``weights.resolve.resolve(model)``, or None where it names nothing here (a served name)."""
+    from ..weights.resolve import resolve
+
+    try:
+        return resolve(model)
+    except (ModelNotFoundError, TypeError):
         return None
 
 
@@ -257,8 +273,14 @@ class OpenAIEngine(Engine):
             if kw.get("grammar_field", "auto") == "auto" and owner == "vllm":
                 kw["grammar_field"] = vllm_grammar_field(_server_version(base_url))
         engine = cls(client, served, tok, **kw)
-        path = Path(os.path.expanduser(model))
-        engine.record_dirs = [path] if path.is_dir() else []
+        where, path = _where(model), Path(os.path.expanduser(model))
+        engine.record_dirs = (
+            [Path(where.path)]
+            if where is not None and where.kind == "adapter"
+            else [path]
+            if path.is_dir()
+            else []
+        )
         return engine
 
     # ------------------------------------------------------------------ requests
@@ -269,7 +291,7 @@ class OpenAIEngine(Engine):
     def _body(self, req: Request, constrained: bool) -> dict[str, Any]:
         body = dict(self.extra_body)
         if constrained:
-            from .llamacpp import passage_grammar
+            from ..constraints import passage_grammar
 
             grammar = passage_grammar(req.passage)
             body[self.grammar_field] = (
@@ -350,27 +372,18 @@ class OpenAIEngine(Engine):
             ) from e
         return _cut_at_stop(gen, self.stop)
 
-    def generate(
-        self,
-        requests: Sequence[Request],
-        *,
-        max_new_tokens: int = 256,
-        constrained: bool = False,
-        list_threshold: float = 0.5,
-    ) -> list[Generation]:
+    def list_penalty(self, list_threshold: float) -> float:
+        """Only 0.5: the server decodes, and the empty-list decision cannot be moved there."""
         if list_threshold != 0.5:
             raise ValueError(
                 "engine 'openai' cannot move the empty-list decision (list_threshold): the server decodes; "
                 "use list_threshold=0.5 or the transformers or llama.cpp engine"
             )
-        requests = list(requests)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
-        for i, r in enumerate(requests):
-            if not isinstance(r, Request):
-                raise TypeError(f"requests[{i}] must be a Request, not {type(r).__name__}")
-        if not requests:
-            return []
+        return 0.0
+
+    def _generate(
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+    ) -> list[Generation]:
         # the questions of one passage leave together, so the server's prefix cache sees them close
         order = sorted(range(len(requests)), key=lambda i: (requests[i].group, i))
         out: list[Generation | None] = [None] * len(requests)

@@ -128,7 +128,8 @@ def _load(name: str, path: str, labels_map: str | None, tag_column: str):
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .runner import ModelSpec, run_benchmark
+    from ..model import ModelSpec
+    from .runner import run_benchmark
 
     if a.limit is not None and a.limit < 1:
         raise ValueError("--limit must be at least 1")

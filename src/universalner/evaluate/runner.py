@@ -12,11 +12,10 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..corpora.conversations import records_to_reference
+from ..model import ModelSpec
 from ..prompts import format_answer
 from .dataset import EvalSet
 from .metrics import official_scores, reference_response, strict_scores
@@ -25,49 +24,6 @@ from .report import summary_table, type_table, write_json
 
 class ResumeMismatch(RuntimeError):
     """The output folder holds predictions made with other settings."""
-
-
-@dataclass
-class ModelSpec:
-    """What ``UniversalNER.from_pretrained`` needs; loaded only when there is work to do."""
-
-    model: str
-    quantization: str | None = None
-    device: str | None = "auto"
-    adapter: str | None = None
-    template: str = "auto"
-    engine: str = "transformers"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def load(self):
-        from .. import UniversalNER  # torch is imported here, never for score/convert
-
-        return UniversalNER.from_pretrained(
-            self.model,
-            quantization=self.quantization,
-            device=self.device,
-            adapter=self.adapter,
-            template=self.template,
-            engine=self.engine,
-            **self.options,
-        )
-
-    def default_threshold(self) -> float:
-        """The threshold recorded with the student (adapter first), without loading it; else 0."""
-        from ..loading import read_template_record, resolve_model
-
-        for where in (self.adapter, self.model):
-            if where is None:
-                continue
-            loc = resolve_model(where)
-            if isinstance(loc, Path):
-                t = read_template_record(loc).get("threshold")
-                if t is not None:
-                    return float(t)
-        return 0.0
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "device"}
 
 
 def read_predictions(path: Path) -> dict[int, dict]:

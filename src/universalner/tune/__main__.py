@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from ..loading import ModelNotFoundError
+from ..weights.errors import ModelNotFoundError
 from .data import DataError, parse_supervised_arg
 from .train import DEFAULT_LR, METHODS, TuneConfig
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..checksums import sha256_file
-from ..loading import TEMPLATE_RECORD, read_template_record, write_template_record
+from ..weights.record import TEMPLATE_RECORD, read_template_record, write_template_record
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

@@ -17,14 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..loading import (
-    check_hub_reachable,
-    offline_hint,
-    read_template_record,
-    resolve_model,
-    write_template_record,
-)
 from ..prompts import LAYOUTS, get_template
+from ..weights.hub import check_hub_reachable, offline_hint
+from ..weights.record import read_template_record, write_template_record
+from ..weights.resolve import resolve
 from .collate import Collator, Encoder
 from .data import DataError, Example, load_examples
 
@@ -252,7 +248,7 @@ def load_for_training(cfg: TuneConfig, location: Any):
     """(model ready to train, tokenizer). QLoRA loads the base in 4-bit nf4 (bitsandbytes)."""
     import torch
 
-    from ..engines.hf import load_model_and_tokenizer
+    from ..weights.hf import load_model_and_tokenizer
 
     cuda = torch.cuda.is_available()
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -294,7 +290,7 @@ def use_bf16(cfg: TuneConfig) -> bool:
     """
     import torch
 
-    from ..hardware import cpu_has_bf16
+    from ..weights.hardware import cpu_has_bf16
 
     if cfg.bf16 != "auto":
         return cfg.bf16 == "on"
@@ -386,12 +382,13 @@ def run(cfg: TuneConfig) -> TuneResult:
     """Train a student as configured; see the module docstring."""
     cfg.check()
     out = Path(cfg.output)
-    location = resolve_model(cfg.base_model)
-    if isinstance(location, Path) and (location / "adapter_config.json").is_file():
+    base = resolve(cfg.base_model)
+    if base.kind == "adapter":
         raise ValueError(
             f"--base-model {cfg.base_model} is a LoRA adapter; give the model it was trained on "
             "(its adapter_config.json names it), or merge the adapter into it first"
         )
+    location = base.transformers_path()  # a .gguf base is converted once, under the cache
     if isinstance(location, str):  # a hub id: no network fails in seconds, not minutes of retries
         check_hub_reachable(location)
     prepare_output(cfg, remove_partial=False)  # a wrong --resume fails at once

@@ -1,4 +1,4 @@
-"""Folding a plain LoRA adapter into its base model without peft.
+"""Folding a plain LoRA adapter into its base model without peft: the merge arithmetic, nothing else.
 
 Importing peft costs about a second on a CPU (it pulls in bitsandbytes, which compiles kernels with
 torch inductor at import), and ``PeftModel.from_pretrained`` + ``merge_and_unload`` about another,
@@ -110,73 +110,3 @@ def _tied_weights(model: Any) -> set[int]:
     for _, p in model.named_parameters(remove_duplicate=False):
         seen[id(p)] = seen.get(id(p), 0) + 1
     return {k for k, n in seen.items() if n > 1}
-
-
-# --- the merged weights of a shipped student, kept on disk ----------------------------------------
-MERGED_RECORD = "merged.json"
-
-
-def merged_cache(base: Any, adapter: Any, dtype: Any, quantized: bool) -> Path | None:
-    """Where the merged float32 weights of a shipped student are kept, else None (not cached).
-
-    Merging costs a third of a second per load on a CPU core (writing every weight page of the
-    memory-mapped base), a quarter of the README command's budget; a merged copy is read like any
-    model. Only shipped students are kept: a copy costs the base's size on disk (540 MB for the 135M
-    student), which a user's own adapters, tuned and evaluated by the dozen, should not each take.
-    The key is the adapter's bytes (sha256) and the base folder's files (path, size, modification
-    time, as ``loading.gguf_to_folder`` keys its conversions), so a changed adapter or base is merged
-    again."""
-    import hashlib
-
-    import torch
-
-    from .checksums import sha256_file
-    from .loading import cache_dir
-    from .student import is_shipped
-
-    if quantized or dtype != torch.float32 or not isinstance(base, Path) or not isinstance(adapter, Path):
-        return None
-    if not is_shipped(adapter) or not (adapter / ADAPTER_WEIGHTS).is_file():
-        return None
-    h = hashlib.sha256(b"universalner merged lora v1\n")
-    h.update((adapter / ADAPTER_CONFIG).read_bytes())
-    h.update(sha256_file(adapter / ADAPTER_WEIGHTS).encode())
-    h.update(str(base.resolve()).encode())
-    for f in sorted(base.iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"\n{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return cache_dir() / "merged" / f"{adapter.name}-{h.hexdigest()[:16]}"
-
-
-def has_merged(folder: Path | None) -> bool:
-    return folder is not None and (folder / MERGED_RECORD).is_file() and (folder / "config.json").is_file()
-
-
-def save_merged(model: Any, folder: Path, base: Path, adapter: Path) -> None:
-    """Write the merged model to ``folder`` (whole or not at all); a failure only costs the next load
-    its merge again."""
-    import logging
-    import os
-    import shutil
-
-    from .loading import _progress_bars
-
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    try:
-        with _progress_bars(False):
-            model.save_pretrained(tmp)
-        (tmp / MERGED_RECORD).write_text(json.dumps({"base": str(base), "adapter": str(adapter)}))
-        if has_merged(folder):  # another process got there first
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.replace(folder)
-        logging.getLogger(__name__).debug("kept the merged weights of %s in %s", adapter, folder)
-    except Exception as e:  # noqa: BLE001 - a full disk or a read-only cache: merge again next time
-        shutil.rmtree(tmp, ignore_errors=True)
-        logging.getLogger(__name__).debug("could not keep the merged weights in %s: %s", folder, e)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

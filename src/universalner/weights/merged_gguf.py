@@ -11,26 +11,38 @@ dequantised (the exact numbers the transformers engine computes with), the adapt
 * ``f16`` / ``f32``: no quantisation, for checking the merge itself.
 
 Norms stay float32 and the token embedding (which is also the output head of tied models) keeps at
-least 8 bits. The result is cached under ``loading.cache_dir()``, keyed by the adapter's sha256 and
-the base file's size and modification time, so it is built once (seconds for the 135M student).
+least 8 bits. llama.cpp stores the q/k rows of LLaMA-family models in its own order (its converter
+permutes them) and those of other architectures as transformers does; the update is put in the same
+order (``ROW_ORDER``), and a base of an architecture not listed there is refused rather than merged
+wrong. The result is cached under ``cache.cache_dir()``, one current copy per student, base and format
+(``cache.Slot``): keyed by the adapter's files (weights and ``adapter_config.json``, whose rank and
+alpha set the scale) and the base file's path, size and modification time, so it is built once
+(seconds for the 135M student) and rebuilt when either changes.
 
-    python -m universalner.student_gguf universalner-135m --quant q8_0 -o student.gguf
+    python -m universalner.weights.merged_gguf universalner-135m --quant q8_0 -o student.gguf
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import logging
 import os
 import sys
+import uuid
 from pathlib import Path
 
-from .checksums import sha256_file
-from .loading import ModelNotFoundError, cache_dir
+from ..checksums import sha256_file
+from .cache import Slot, cache_dir
+from .errors import ModelNotFoundError
+from .lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, plain_factors
+from .resolve import resolve
 
 QUANTS = ("q8_0", "q4_0", "f16", "f32")
-FORMAT = 1  # bump when the merge changes, so that cached files are rebuilt
+FORMAT = 2  # bump when the merge changes, so that cached files are rebuilt (2: q/k order by architecture)
+# llama.cpp architecture -> whether its converter permutes the q/k rows (``LlamaModel.permute`` in
+# llama.cpp's convert_hf_to_gguf.py: LLaMA and the models converted as LLaMA; not Qwen2/Qwen3)
+ROW_ORDER = {"llama": True, "qwen2": False, "qwen3": False}
 
 # peft module names of a LLaMA-style model -> llama.cpp tensor names
 _TENSORS = {
@@ -46,20 +58,15 @@ log = logging.getLogger(__name__)
 
 
 def adapter_base(folder: Path) -> Path:
-    """The GGUF file an adapter folder was trained on (a shipped student's checked base, or the
-    ``base_model_name_or_path`` of a tuned one when that is a .gguf file), else a clear error."""
-    from .student import base_gguf, is_shipped
-
-    if is_shipped(folder):
-        return base_gguf(folder)
-    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
-    path = Path(os.path.expanduser(base))
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        return path
+    """The GGUF file an adapter folder was trained on (``resolve.Location.base``, the one rule: a shipped
+    student's checked base, or the ``base_model_name_or_path`` of a tuned one), else a clear error."""
+    base = resolve(Path(folder)).base()
+    if base.kind == "gguf":
+        return Path(base.path)
     raise ModelNotFoundError(
         f"engine='llama.cpp' runs an adapter merged into its GGUF base, but {folder} was trained on "
-        f"{base!r}, not a .gguf file here; use engine='transformers', or set base_model_name_or_path in "
-        f"{folder}/adapter_config.json to the base's .gguf file"
+        f"{str(base.path)!r}, not a .gguf file; use engine='transformers', or set base_model_name_or_path "
+        f"in {folder}/{ADAPTER_CONFIG} to the base's .gguf file"
     )
 
 
@@ -69,12 +76,11 @@ def _permute(w, n_head: int):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _deltas(folder: Path, n_head: int, n_head_kv: int) -> dict[str, object]:
+def _deltas(folder: Path, n_head: int, n_head_kv: int, permute: bool = True) -> dict[str, object]:
     """llama.cpp tensor name -> float32 update ``(B @ A) * scale`` of every adapted weight, computed as
-    ``lora.merge_lora`` computes it for the transformers engine (the same adapters qualify)."""
+    ``lora.merge_lora`` computes it for the transformers engine (the same adapters qualify); q/k rows
+    in llama.cpp's order when ``permute`` (LLaMA-family files, ``ROW_ORDER``)."""
     import torch
-
-    from .lora import plain_factors
 
     plain = plain_factors(folder)
     if plain is None:
@@ -94,9 +100,9 @@ def _deltas(folder: Path, n_head: int, n_head_kv: int) -> dict[str, object]:
         if name is None:
             raise ValueError(f"{folder}: adapter module {module} has no llama.cpp tensor name")
         delta = (torch.matmul(ab["B"].float(), ab["A"].float()) * scale).numpy()
-        if name == "attn_q":
+        if permute and name == "attn_q":
             delta = _permute(delta, n_head)
-        elif name == "attn_k":
+        elif permute and name == "attn_k":
             delta = _permute(delta, n_head_kv)
         out[f"blk.{layer}.{name}.weight"] = delta
     if not out:
@@ -114,27 +120,44 @@ def merged_gguf(
     if quant not in QUANTS:
         raise ValueError(f"quant must be one of {QUANTS}, not {quant!r}")
     folder = Path(folder)
-    if not (folder / "adapter_config.json").is_file():
-        raise ModelNotFoundError(f"{folder} is not an adapter folder (no adapter_config.json)")
-    base = adapter_base(folder)
-    if output is None:
-        st = base.stat()
-        key = sha256_file(folder / "adapter_model.safetensors")[:12] + f"-{st.st_size}-{int(st.st_mtime)}"
-        target = cache_dir() / "llamacpp" / f"{folder.name}-{quant}-v{FORMAT}-{key}.gguf"
-        if target.is_file():
-            return target
-    else:
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ModelNotFoundError(f"{folder} is not an adapter folder (no {ADAPTER_CONFIG})")
+    base = adapter_base(folder).resolve()
+    if output is not None:
         target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("writing %s merged into its base as %s, once (%s)", folder.name, quant, target)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    try:
-        _write(folder, base, quant, tmp)
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("writing %s merged into its base as %s (%s)", folder.name, quant, target)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            _write(folder, base, quant, tmp)
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+    slot = merged_slot(folder, base, quant)
+    if slot.folder.is_dir():
+        with slot.reading():
+            if slot.path.is_file():
+                return slot.path
+    log.info("writing %s merged into its base as %s, once (%s)", folder.name, quant, slot.path)
+    with slot.reading():
+        slot.put(lambda tmp: _write(folder, base, quant, tmp), Path.is_file, required=True)
+    return slot.path
+
+
+def merged_slot(folder: Path, base: Path, quant: str) -> Slot:
+    """Where the merged file of adapter ``folder`` on ``base`` is kept: one slot per adapter folder, base
+    file and format; the copy's key covers the adapter's weights and ``adapter_config.json`` (its rank
+    and alpha set the scale), the base's path, size and modification time, and ``FORMAT``."""
+    folder, base = Path(folder).resolve(), Path(base).resolve()
+    st = base.stat()
+    key = hashlib.sha256(f"universalner merged gguf v{FORMAT}\n".encode())
+    key.update((folder / ADAPTER_CONFIG).read_bytes())
+    key.update(sha256_file(folder / ADAPTER_WEIGHTS).encode())
+    key.update(f"\n{base}|{st.st_size}|{st.st_mtime_ns}".encode())
+    where = hashlib.sha256(f"{folder}\n{base}".encode()).hexdigest()[:12]
+    return Slot(cache_dir() / "llamacpp" / f"{folder.name}-{quant}-{where}", key.hexdigest()[:16], ".gguf")
 
 
 def _write(folder: Path, base: Path, quant: str, out: Path) -> None:
@@ -145,9 +168,14 @@ def _write(folder: Path, base: Path, quant: str, out: Path) -> None:
     Q = gguf.GGMLQuantizationType
     reader = gguf.GGUFReader(str(base))
     arch = reader.fields["general.architecture"].contents()
+    if arch not in ROW_ORDER:
+        raise ValueError(
+            f"{base.name} is a {arch!r} model, and this merge knows llama.cpp's q/k row order only for "
+            f"{sorted(ROW_ORDER)}; use engine='transformers'"
+        )
     n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
     n_head_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
-    deltas = _deltas(folder, n_head, n_head_kv)
+    deltas = _deltas(folder, n_head, n_head_kv, permute=ROW_ORDER[arch])
     body = {"q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "f16": Q.F16, "f32": Q.F32}[quant]
     embed = Q.Q8_0 if quant == "q4_0" else body  # the (tied) output head keeps 8 bits
     file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
@@ -194,14 +222,14 @@ def _write(folder: Path, base: Path, quant: str, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m universalner.student_gguf", description=__doc__.split("\n\n")[0]
+        prog="python -m universalner.weights.merged_gguf", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("student", help="a shipped student's name (universalner-135m) or a tuned adapter folder")
     ap.add_argument("--quant", choices=QUANTS, default="q8_0", help="weight format (default: q8_0)")
     ap.add_argument("-o", "--output", required=True, help="the .gguf file to write")
     a = ap.parse_args(argv)
-    from .quiet import setup
-    from .student import student_folder
+    from ..quiet import setup
+    from .shipped import student_folder
 
     setup(libraries=False)
     folder = student_folder(a.student) or Path(a.student)

