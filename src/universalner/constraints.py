@@ -91,7 +91,9 @@ class TokenIndex:
         kids = node[0]
         if kids is not None:
             return kids
-        kids = node[0] = {}
+        # filled first, published last: a thread walking the same node meanwhile finds None and builds
+        # its own equal dict, never a half-filled one that would lose allowed tokens
+        kids = {}
         keys, depth, hi = self._keys, node[4], node[3]
         start = node[2] + len(node[1])  # past the pieces that end here
         while start < hi:
@@ -102,6 +104,7 @@ class TokenIndex:
                 n += 1
             kids[b] = [None, self._ids[start:n], start, end, depth + 1]
             start = end
+        node[0] = kids
         return kids
 
     @staticmethod
