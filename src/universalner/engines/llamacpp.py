@@ -28,8 +28,8 @@ import json
 import logging
 import mmap
 import os
-import threading
 import struct
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
