@@ -374,8 +374,8 @@ class HFEngine(Engine):
         constrained: bool = False,
         list_threshold: float = 0.5,
     ) -> list[Generation]:
-        """Greedy answers; constrained ones open a non-empty list when the model gives that at least
-        ``list_threshold`` (0.5: plain greedy; see ``constraints.list_penalty``)."""
+        """Greedy answers; constrained ones open a non-empty list more readily below ``list_threshold``
+        0.5 (plain greedy); the exact rule is ``constraints.list_penalty``'s."""
         requests = list(requests)
         penalty = list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
