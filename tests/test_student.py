@@ -169,3 +169,15 @@ def test_the_base_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatc
     assert sha256_file_remembered(f) == sha256_file(f)
     (tmp_path / "cache" / "sha256.json").write_text("not json")  # a damaged record: hashed again
     assert sha256_file_remembered(f) == sha256_file(f)
+
+
+def test_published_dev_figures_are_the_records():
+    """The card's dev F1 is the record's, and the record's F1 is what its precision and recall give
+    (an F1 rounded by hand, 28.0 from P 28.6 and R 27.2, once slipped through)."""
+    folder = STUDENTS_DIR / DEFAULT_STUDENT
+    dev = json.loads((folder / "universalner.json").read_text())["dev"]
+    p, r = dev["precision"], dev["recall"]
+    assert dev["f1"] == pytest.approx(2 * p * r / (p + r), abs=5e-4)
+    card = (folder / "README.md").read_text()
+    assert f"official F1 **{100 * dev['f1']:.1f}**" in card
+    assert f"precision {100 * p:.1f}, recall {100 * r:.1f}" in card
