@@ -86,3 +86,11 @@ def test_the_cpu_path_the_record_picks_is_part_of_the_fingerprint(setup):
     (student / "universalner.json").write_text(json.dumps(rec))
     after = answer_fingerprint(spec)
     assert (before["quantization"], after["quantization"]) == (None, "int8")
+
+
+def test_a_served_model_is_named_not_read():
+    """engine='openai': the model is a name on a server, never a path to hash."""
+    from universalner.evaluate.fingerprint import answer_fingerprint
+
+    got = answer_fingerprint(ModelSpec("uniner-served", engine="openai", options={"list_threshold": 0.3}))
+    assert got["list_threshold"] == 0.3 and "served" in got

@@ -67,6 +67,10 @@ def answer_fingerprint(spec: Any) -> dict[str, Any]:
     from ..loading import read_template_record
 
     out: dict[str, Any] = {"version": universalner.__version__}
+    if spec.engine == "openai":  # a served model: its weights are the server's, not readable here
+        out["served"] = "weights not fingerprinted: the server's (restart the run after changing them)"
+        out["list_threshold"] = dict(spec.options).get("list_threshold", 0.5)
+        return out
     model = _locate(spec.model)
     out["model_files"] = folder_digest(model)
     base = None
