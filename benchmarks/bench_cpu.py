@@ -28,6 +28,15 @@ strict span F1 against gold. Each timing is the best of ``--repeats`` runs after
 ``--json`` ends in {"k": 8, "speedup": <best path over fp32>, "path": <its name>, "f1_delta": <its F1
 minus fp32's, points>}, where the best path is the fastest whose F1 is within 1 point of fp32's (the
 rule the library's default follows), and also lists every path's numbers.
+
+``--record STUDENT_FOLDER`` writes that choice into the student's ``universalner.json`` as its ``"cpu"``
+block (what ``from_pretrained`` loads on a CPU), with the command and every path's numbers in its
+``"measured"`` text: the shipped student's block comes from
+
+    python benchmarks/bench_cpu.py --split dev --ks 8 --paths fp32,bf16,int8,llamacpp-q8_0 \
+        --record src/universalner/students/universalner-135m
+
+Only paths the transformers engine can load by itself are recorded (fp32, bf16, int8).
 """
 
 from __future__ import annotations
@@ -156,14 +165,43 @@ def summarize(results: dict[str, dict], ks: list[int]) -> dict:
     return summary
 
 
-def choose(summary: dict) -> tuple[str, float, float]:
+# what the transformers engine loads for a path (the student record's "cpu" block)
+RECORDABLE = {
+    "fp32": {"dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},
+    "int8": {"quantization": "int8", "dtype": "float32"},
+}
+
+
+def choose(summary: dict, only=None) -> tuple[str, float, float]:
     """(path, speedup, F1 delta) of the fastest path at K=8 within TOLERANCE F1 points of fp32."""
     base = summary["fp32"]["f1"]
     ok = [
-        (s["k8"]["speedup"], n) for n, s in summary.items() if "f1" in s and abs(s["f1"] - base) <= TOLERANCE
+        (s["k8"]["speedup"], n)
+        for n, s in summary.items()
+        if "f1" in s and abs(s["f1"] - base) <= TOLERANCE and (only is None or n in only)
     ]
     speed, name = max(ok)
     return name, speed, round(summary[name]["f1"] - base, 2)
+
+
+def cpu_record(summary: dict, opts, argv: list[str]) -> dict:
+    """The student's ``"cpu"`` block: the chosen loadable path and how it was measured."""
+    name, speed, _ = choose(summary, RECORDABLE)
+    per_path = ", ".join(
+        f"{n} {s['f1']:.1f}" + ("" if n == "fp32" else f" ({s['k8']['speedup']:.2f}x)")
+        for n, s in summary.items()
+        if "f1" in s
+    )
+    from universalner.weights.hardware import cpu_has_bf16
+
+    cpu = "AVX512-BF16/AMX CPU" if cpu_has_bf16() else "CPU without native bf16"
+    measured = (
+        f"benchmarks/bench_cpu.py {' '.join(argv)}: CrossNER politics {opts.split}, first "
+        f"{opts.f1_sentences} sentences x 8 types, {opts.threads} threads, {cpu}: strict F1 {per_path}; "
+        f"the fastest within {TOLERANCE:g} F1 point of fp32 that the transformers engine loads is {name}"
+    )
+    return {**RECORDABLE[name], "measured": measured}
 
 
 def table(summary: dict, ks: list[int]) -> str:
@@ -197,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         default="test",
         help="CrossNER politics split (dev: to choose a student's default path; test: to report)",
     )
+    ap.add_argument("--record", help="write the chosen path into this student folder's universalner.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
@@ -231,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         name, speed, delta = choose(summary)
         log(f"fastest within {TOLERANCE} F1 point of fp32 at K=8: {name}, {speed:.2f}x, F1 {delta:+.2f}")
         line = {"k": 8, "speedup": speed, "path": name, "f1_delta": delta, **line}
+    if opts.record:
+        if 8 not in opts.ks:
+            raise SystemExit("--record needs K=8 (--ks with 8)")
+        rec_path = Path(opts.record) / "universalner.json"
+        rec = json.loads(rec_path.read_text())
+        rec["cpu"] = cpu_record(summary, opts, [a for a in (argv or sys.argv[1:])])
+        rec_path.write_text(json.dumps(rec, indent=2) + "\n")
+        log(f"wrote the cpu block into {rec_path}: {rec['cpu']}")
     if opts.json:
         print(json.dumps(line))
     return 0

@@ -137,7 +137,11 @@ def main() -> None:
     for ck in checkpoints[a.curve_from :]:
         run = dev_run(ck, a.curve_list_threshold)
         step = int(ck.name.split("-")[1])
-        points.append({"checkpoint": ck.name, "step": step, "tokens": round(step * per_step), **dev_f1(run)})
+        best_t = json.loads((run / "sweep.json").read_text())["best"]
+        points.append({
+            "checkpoint": ck.name, "step": step, "tokens": round(step * per_step), "conversations": 16 * step,
+            **dev_f1(run), "best_threshold": best_t["threshold"], "best_f1": best_t["f1"],
+        })  # fmt: skip
     (out / "curve.json").write_text(json.dumps(points, indent=1) + "\n")
     curve(points, out / "curve.png")
     best = max(points, key=lambda p: p["f1"])

@@ -79,22 +79,37 @@ def test_int8_errors_are_clear(test_model_dir):
 
 
 @pytest.mark.slow
+def test_the_cpu_choice_follows_the_record_and_the_hardware(tmp_path, monkeypatch):
+    """bf16 recorded: taken where the CPU multiplies bf16 natively, refused (float32) where it does not."""
+    from universalner import hardware
+    from universalner.engines.hf import cpu_choice
+
+    (tmp_path / "universalner.json").write_text(json.dumps({"cpu": {"dtype": "bfloat16", "measured": "t"}}))
+    for native, want in ((True, {"dtype": "bfloat16"}), (False, {})):
+        monkeypatch.setattr(hardware, "cpu_has_bf16", lambda native=native: native)
+        assert cpu_choice([tmp_path]) == want
+    (tmp_path / "universalner.json").write_text(
+        json.dumps({"cpu": {"quantization": "int8", "dtype": "float32"}})
+    )
+    assert cpu_choice([tmp_path]) == {"quantization": "int8", "dtype": "float32"}
+    assert cpu_choice([tmp_path / "nothing"]) == {}
+
+
+@pytest.mark.slow
 def test_a_student_records_its_cpu_path(tmp_path, test_gguf):
     """The shipped student loads as its record says (bf16 where native); a copy whose record asks for
     int8 loads int8; an explicit dtype wins over the record; a model with no record stays float32."""
     from universalner import UniversalNER
     from universalner.weights.hardware import cpu_has_bf16
-    from universalner.weights.hf import cpu_choice
     from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
 
     shipped = STUDENTS_DIR / DEFAULT_STUDENT
     record = json.loads((shipped / "universalner.json").read_text())
     assert record["cpu"]["dtype"] in ("bfloat16", "float32") and "F1" in record["cpu"]["measured"]
     ner = UniversalNER.from_pretrained(device="cpu")
-    want = torch.bfloat16 if cpu_choice([shipped]).get("dtype") == "bfloat16" else torch.float32
+    # from the record and the hardware (test_the_cpu_choice_follows_the_record_and_the_hardware)
+    want = torch.bfloat16 if record["cpu"]["dtype"] == "bfloat16" and cpu_has_bf16() else torch.float32
     assert ner.engine.model.dtype == want
-    if record["cpu"]["dtype"] == "bfloat16":
-        assert (want == torch.bfloat16) == cpu_has_bf16()
     ents = ner.extract("Barack Obama met Emmanuel Macron in Paris.", ["person", "location"])
     assert {(e.label, e.text) for e in ents} >= {("person", "Barack Obama"), ("person", "Emmanuel Macron")}
     assert UniversalNER.from_pretrained(dtype="float32").engine.model.dtype == torch.float32

@@ -5,7 +5,9 @@ What needs no llama-cpp-python runs everywhere, CI included: the GGUF header rea
 (checked against the library's own constraint through llguidance, a real grammar engine), and the
 errors for bad files and options. The engine itself needs the optional extra, which compiles
 llama.cpp for about 15 minutes, so CI leaves it out (docs/engines.md); those tests take the
-``llama_cpp`` fixture and skip without it. ``benchmarks/run_llamacpp_tests.sh`` installs it and runs all.
+``llama_cpp`` fixture and skip without it. ``benchmarks/run_llamacpp_tests.sh`` installs it and runs all:
+the engine's own (prefix sharing, the grammar, errors) and the default student's features on it
+(``list_threshold``, the LoRA student merged into a q8_0 GGUF, its answers against transformers', threads).
 """
 
 from __future__ import annotations
@@ -275,3 +277,92 @@ def test_clear_errors_once_loaded(llama_cpp, tmp_path):
 def test_too_long_a_prompt_names_the_limit(lcpp):
     with pytest.raises(ValueError, match="n_ctx"):
         lcpp.engine.generate([Request("word " * 2000, "word")], max_new_tokens=8)
+
+
+# ---------------------------------------------------------------- the default student's features on llama.cpp
+def test_list_threshold_opens_lists_greedy_keeps_closed(lcpp, ner):
+    """``list_threshold`` on engine='llama.cpp': the same rule as the transformers engine's
+    (``constraints.list_penalty``; its exact statement is tested in test_list_opening.py)."""
+    from universalner.confidence import list_probability
+
+    reqs = [Request(lcpp.prompt(t, label), t, group=i) for i, t in enumerate(TEXTS) for label in LABELS]
+    greedy = lcpp.engine.generate(reqs, max_new_tokens=16, constrained=True)
+    low = lcpp.engine.generate(reqs, max_new_tokens=16, constrained=True, list_threshold=0.02)
+    empty = [json.loads(g.text) == [] for g in greedy]
+    opened = [i for i, g in enumerate(low) if empty[i] and json.loads(g.text)]
+    assert opened, "a list threshold of 0.02 opened no list greedy kept closed"
+    for i in opened:  # the model's own probability of opening, not the penalised one: below one half
+        assert list_probability(low[i]) < 0.5
+    for i, g in enumerate(low):  # a lower threshold never closes a list greedy opened
+        assert empty[i] or json.loads(g.text)
+    again = lcpp.engine.generate(reqs, max_new_tokens=16, constrained=True, list_threshold=0.5)
+    assert [g.text for g in again] == [g.text for g in greedy]  # 0.5 is plain greedy
+    # the same decision as transformers on the same Q4_1 weights (one question: transformers is slow)
+    (ref,) = ner.engine.generate([reqs[opened[0]]], max_new_tokens=16, constrained=True, list_threshold=0.02)
+    assert ref.text == low[opened[0]].text
+
+
+@pytest.fixture(scope="module")
+def merged_student(llama_cpp):
+    """The shipped LoRA student through engine='llama.cpp': merged into its GGUF base as q8_0."""
+    return UniversalNER.from_pretrained(engine="llama.cpp")
+
+
+def test_the_lora_student_runs_through_its_merged_gguf(merged_student):
+    from universalner.weights.shipped import DEFAULT_STUDENT, STUDENTS_DIR
+
+    record = json.loads((STUDENTS_DIR / DEFAULT_STUDENT / "universalner.json").read_text())
+    assert merged_student.engine.name == "llama.cpp"
+    assert str(merged_student.engine.path).endswith(".gguf") and "q8_0" in str(merged_student.engine.path)
+    # the student's record travels with it: template, threshold and list threshold
+    assert merged_student.template.layout == record["template"]
+    assert merged_student.threshold == record["threshold"]
+    assert merged_student.list_threshold == record.get("list_threshold", 0.5)
+    ents = merged_student.extract("Barack Obama met Emmanuel Macron in Paris.", ["person", "location"])
+    assert {(e.label, e.text) for e in ents} == {
+        ("person", "Barack Obama"), ("person", "Emmanuel Macron"), ("location", "Paris"),
+    }  # fmt: skip
+
+
+def test_q8_0_answers_agree_with_the_transformers_student(merged_student):
+    """q8_0 rounds the merged weights: the answers of the README sentence and a few others must be the
+    float32 student's (mentions and types; scores within 0.05)."""
+    ref = UniversalNER.from_pretrained(device="cpu", dtype="float32")
+    cases = [
+        ("Barack Obama met Emmanuel Macron in Paris.", ["person", "location"]),
+        ("Tim Cook presented the iPhone 15 at Apple Park in Cupertino.", ["person", "location"]),
+        ("Patients with type 2 diabetes were treated with metformin.", ["disease", "drug"]),
+    ]
+    for text, labels in cases:
+        got = {(e.label, e.text): e.score for e in merged_student.extract(text, labels, threshold=0.0)}
+        want = {(e.label, e.text): e.score for e in ref.extract(text, labels, threshold=0.0)}
+        assert got.keys() == want.keys(), (text, got, want)
+        for k in want:
+            assert abs(got[k] - want[k]) < 0.05, (text, k, got[k], want[k])
+
+
+def test_threads_sharing_one_llama_cpp_model_get_the_sequential_answers(lcpp):
+    """One llama.cpp context: calls from several threads take turns, each whole (a lock)."""
+    import threading
+
+    jobs = [([TEXTS[0]], ["city"]), ([TEXTS[1]], ["person", "organization"]), (TEXTS, ["location"])]
+
+    def answers(texts, labels):
+        return [
+            (p.raw, [(e.text, e.start, e.score) for e in p.entities]) for p in lcpp.predict(texts, labels)
+        ]
+
+    want = [answers(*j) for j in jobs]
+    got: list = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def work(k):
+        start.wait()
+        got[k] = answers(*jobs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want

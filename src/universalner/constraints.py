@@ -91,7 +91,9 @@ class TokenIndex:
         kids = node[0]
         if kids is not None:
             return kids
-        kids = node[0] = {}
+        # filled first, published last: a thread walking the same node meanwhile finds None and builds
+        # its own equal dict, never a half-filled one that would lose allowed tokens
+        kids = {}
         keys, depth, hi = self._keys, node[4], node[3]
         start = node[2] + len(node[1])  # past the pieces that end here
         while start < hi:
@@ -102,6 +104,7 @@ class TokenIndex:
                 n += 1
             kids[b] = [None, self._ids[start:n], start, end, depth + 1]
             start = end
+        node[0] = kids
         return kids
 
     @staticmethod
@@ -364,8 +367,11 @@ class PassageGrammar:
 def list_penalty(list_threshold: float) -> float:
     """The logit penalty on empty-list tokens that makes greedy open a list at ``list_threshold``.
 
-    Greedy picks between ``[]`` and ``["`` at 0.5; subtracting ``log((1 - t) / t)`` from the tokens
-    that close an empty list makes it open one whenever the model gives that at least ``t``.
+    Subtracted from the tokens that do not commit to a first mention, at each step before one does:
+    the best committing token then wins when its probability is at least ``t / (1 - t)`` times the
+    best non-committing one's; between two tokens (``"`` or ``]`` after ``[``) that is exactly
+    "the list opens when the model gives it at least ``t``". Not the total probability of a
+    non-empty list (docs/inference.md).
     """
     import math
 

@@ -78,7 +78,7 @@ class UniversalNER:
         self.threshold = _check_threshold(
             self.record.get("threshold", 0.0) if threshold is None else threshold
         )
-        # constrained answers open a list when the model gives that at least this (0.5: plain greedy);
+        # constrained answers open a list by the rule of constraints.list_penalty (0.5: plain greedy);
         # a student records the value chosen on its dev split
         lt = self.record.get("list_threshold", 0.5) if list_threshold is None else list_threshold
         if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0 < lt < 1:
@@ -131,7 +131,7 @@ class UniversalNER:
         (``universalner.constraints``); ``False`` lets the model write anything, as the reference does.
         ``threshold``: the default for ``extract``; None takes the one the student ships with
         (chosen on its dev split), else 0. ``list_threshold``: constrained answers open a non-empty list
-        when the model gives that at least this probability (0.5 is plain greedy; lower finds more);
+        more readily below 0.5 (plain greedy; lower finds more; the exact rule: docs/inference.md);
         None takes the student's, else 0.5.
         """
         cls_ = engine_class(engine)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import Counter
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -124,8 +124,8 @@ class HFEngine(Engine):
         self.path = path
         self.lookahead = max(0, int(lookahead))
         self.stats = EngineStats()
-        self._openings: dict[bool, Counter] = {False: Counter(), True: Counter()}  # answers' first tokens
         self._heads: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # KV of shared prompt starts
+        self._heads_lock = threading.Lock()
         self._head: Any = False  # (decoder, lm_head) once looked up; None where logits need the full model
 
     @classmethod
@@ -151,7 +151,8 @@ class HFEngine(Engine):
     def _generate(
         self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
     ) -> list[Generation]:
-        """Greedy answers by the engine's path; ``penalty``: the empty-list penalty (``Engine.list_penalty``)."""
+        """Greedy answers by the engine's path; ``penalty``: the empty-list penalty (``Engine.list_penalty``,
+        the exact rule is ``constraints.list_penalty``'s)."""
         if self.path == "fast" and self._fast_supported():
             return self._generate_fast(requests, max_new_tokens, constrained, penalty)
         out: list[Generation] = []
@@ -365,7 +366,7 @@ class HFEngine(Engine):
         if self._head is False:
             import torch
 
-            self._head = None
+            found = None  # set once, at the end: another thread never sees a half-made answer
             inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
             body = getattr(inner, getattr(inner, "base_model_prefix", ""), None)
@@ -376,7 +377,8 @@ class HFEngine(Engine):
                 and body is not inner
                 and mtype in _PLAIN_HEAD_TYPES
             ):
-                self._head = (body, head)
+                found = (body, head)
+            self._head = found
         return self._head
 
     def _forward(self, ids, attn, pos, cache, hidden: bool, keep: int = 1):
@@ -454,7 +456,8 @@ class HFEngine(Engine):
         from transformers import DynamicCache
 
         key = tuple(ids)
-        got = self._heads.pop(key, None)
+        with self._heads_lock:
+            got = self._heads.pop(key, None)
         if got is None:
             cache = DynamicCache(config=self.model.config)
             x = torch.tensor([ids], device=self.device)
@@ -462,9 +465,10 @@ class HFEngine(Engine):
             self.stats.prefill_tokens += len(ids)
             self.stats.prefill_slots += len(ids)
             got = [(layer.keys, layer.values) for layer in cache.layers]
-        self._heads[key] = got  # most recent last
-        while len(self._heads) > 4:
-            self._heads.pop(next(iter(self._heads)))
+        with self._heads_lock:
+            self._heads[key] = got  # most recent last
+            while len(self._heads) > 4:
+                self._heads.pop(next(iter(self._heads)))
         return got
 
     def _kv_slot(self) -> int:
@@ -526,10 +530,11 @@ class HFEngine(Engine):
         sufs = [enc[i][n:] for (_, i), n in zip(chunk, plens, strict=True)]
         s_max = max(len(s) for s in sufs)
         nb = len(chunk)
-        # the answer's usual opening (e.g. `[` `]`) rides along as a draft: a branch whose answer is
-        # `[]` is then finished by this one forward
-        opening = self._openings[constrained].most_common(1) if self.lookahead else []
-        opening = list(opening[0][0]) if opening and opening[0][1] >= 2 else []
+        # the empty answer's tokens (`[` `]`) ride along as a draft: a branch whose answer is `[]` is
+        # then finished by this one forward. A fixed draft, never one learnt from earlier calls: the
+        # draft changes the shapes of the products, and in bf16 or int8 their roundings, so an answer
+        # must not depend on what the engine answered before
+        opening = self._opening() if self.lookahead else []
         d = len(opening)
         ids = torch.full((nb, s_max + d), self.tokenizer.pad_token_id, dtype=torch.long)
         attn = torch.zeros((nb, width + s_max + d), dtype=torch.long)
@@ -633,9 +638,6 @@ class HFEngine(Engine):
             block_fed = True
             self.stats.decode_slots += len(rows) * w
             self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, len(rows) * attn.shape[1] * slot)
-        for got in got_ids:
-            if got:
-                self._openings[constrained][tuple(got[:2])] += 1
         gens = []
         for b, (_, i) in enumerate(chunk):
             n_prompt = len(enc[i])
@@ -644,6 +646,13 @@ class HFEngine(Engine):
             else:
                 gens.append(self.detokenize(got_ids[b], got_lps[b], n_prompt))
         return gens
+
+    def _opening(self) -> list[int]:
+        """The tokens of the empty answer ``[]`` as the tokenizer spells it (at most two)."""
+        got = getattr(self, "_empty_answer", None)
+        if got is None:
+            got = self._empty_answer = list(self.tokenizer.encode("[]", add_special_tokens=False))[:2]
+        return got
 
     def _draft(self, lookup, got: list[int], branch: Branch | None, room: int, stop: set[int]) -> list[int]:
         """Tokens that follow the answer's latest words where they occur in the prompt (may be empty)."""

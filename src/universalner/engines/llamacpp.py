@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ class LlamaCppEngine(Engine):
         flash_attn: bool = False,
     ):
         llama_cpp = _import_llama_cpp()
+        # one llama.cpp context (its KV memory, its batch) serves every call: calls from several threads
+        # take turns, whole, so none decodes into another's sequences
+        self._lock = threading.RLock()
         self._c = llama_cpp
         self.path = find_gguf(path)
         meta = read_gguf_metadata(self.path, (*GGUFTokenizer.KEYS, "tokenizer.ggml.add_space_prefix"))
@@ -341,8 +345,9 @@ class LlamaCppEngine(Engine):
                     f"(the model was trained on {self.n_ctx_train})"
                 )
         out: list[Generation | None] = [None] * len(requests)
-        for wave in self._waves(requests):
-            self._run_wave(wave, requests, tokens, max_new_tokens, constrained, out, penalty)
+        with self._lock:
+            for wave in self._waves(requests):
+                self._run_wave(wave, requests, tokens, max_new_tokens, constrained, out, penalty)
         return out  # type: ignore[return-value]
 
     def _waves(self, requests: list[Request]) -> list[list[list[int]]]:

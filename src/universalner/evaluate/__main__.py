@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     r.add_argument(
         "--list-threshold", type=float,
-        help="open a non-empty list when the model gives that at least this (default: the student's, else 0.5)",
+        help="lower opens non-empty lists more readily; exact rule in docs/inference.md "
+        "(default: the student's, else 0.5)",
     )  # fmt: skip
     r.add_argument(
         "--threshold", type=float,

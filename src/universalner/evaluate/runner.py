@@ -13,11 +13,13 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..corpora.conversations import records_to_reference
 from ..model import ModelSpec
 from ..prompts import format_answer
 from .dataset import EvalSet
+from .fingerprint import answer_fingerprint
 from .metrics import official_scores, reference_response, strict_scores
 from .report import summary_table, type_table, write_json
 
@@ -52,18 +54,28 @@ def _check_config(folder: Path, config: dict) -> None:
     path = folder / "run.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
+        diff = _differences(old, config)
         preds = folder / "predictions.jsonl"
         if diff and (not preds.exists() or preds.stat().st_size == 0):
             # the earlier run answered nothing (say, its model failed to load): nothing to conflict with
             write_json(path, config)
         elif diff:
             raise ResumeMismatch(
-                f"{folder} holds predictions made with other settings ({', '.join(diff)} differ); "
-                "use another --output folder or delete this one"
+                f"{folder} holds predictions made with other settings or weights ({', '.join(diff)} "
+                "differ); its answers are not mixed with new ones: use another --output folder or delete this one"
             )
     else:
         write_json(path, config)
+
+
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """The keys (``answers.adapter_files``) whose values differ between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(old.keys() | new.keys()):
+            out += _differences(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if old == new else [where]
 
 
 def predict_set(
@@ -200,6 +212,9 @@ def run_benchmark(
             loaded.append(spec.load())
         return loaded[0]
 
+    # weights, adapter, the student's record, the CPU path loading will take, the library's version:
+    # stored answers made with anything else are never mixed with new ones (evaluate/fingerprint.py)
+    answers = answer_fingerprint(spec)
     results: dict[str, dict] = {}
     report = [f"# Benchmark: `{spec.model}`", ""]
     for ds in sets:
@@ -209,6 +224,7 @@ def run_benchmark(
             folder,
             {
                 "model": spec.fingerprint(),
+                "answers": answers,
                 "data": str(ds.path),
                 "labels": ds.labels,
                 "dataset_prompt": dataset_prompt,

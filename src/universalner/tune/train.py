@@ -446,6 +446,11 @@ def run(cfg: TuneConfig) -> TuneResult:
         f"layout {layout!r}; {time.time() - t0:.1f}s"
     )
 
+    # seeded before the model is made: the LoRA matrices are initialised at random (the Trainer seeds
+    # only later, so unseeded the same run started from a different adapter each time)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     model, tok = load_for_training(cfg, location)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -13,14 +13,16 @@ at once and, measured on the default student, changed a third of its answers and
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 
-class _SharedInput:
+class _SharedInput(threading.local):
     """The last input quantised by a group of sibling layers that read the same tensor (q/k/v, and
-    gate/up): it is quantised once for all of them."""
+    gate/up): it is quantised once for all of them.
 
-    __slots__ = ("x", "q", "scale")
+    One per thread (``threading.local``): threads that share a model never see each other's input,
+    so one cannot swap its tensor in between another's check and use."""
 
     def __init__(self) -> None:
         self.x = self.q = self.scale = None
@@ -44,7 +46,7 @@ def _int8_linear_class():
             self.shared = shared or _SharedInput()
 
         def _quantised(self, x: torch.Tensor):
-            sh = self.shared
+            sh = self.shared  # this thread's
             if sh.x is not x:
                 rows = x.reshape(-1, self.in_features).float()
                 scale = rows.abs().amax(-1, keepdim=True).clamp_(min=1e-8).div_(127)
