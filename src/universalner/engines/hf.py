@@ -93,10 +93,11 @@ def load_model_and_tokenizer(
     if _is_adapter(location):  # a LoRA output folder given as the model: load its base first
         import json
 
-        from ..student import base_gguf, is_shipped
+        from ..student import base_gguf, is_shipped, on_shipped_base
 
         adapter, record_dirs = location, [location]
-        if is_shipped(location):  # a student inside the package: its base GGUF, checked by hash
+        # a student inside the package, or adapted from one: its base GGUF, checked by hash
+        if is_shipped(location) or on_shipped_base(location):
             base = str(base_gguf(location))
         else:
             base = json.loads((location / "adapter_config.json").read_text()).get("base_model_name_or_path")
