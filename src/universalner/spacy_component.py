@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 FACTORY = "universal_ner"
 STYLES = ("ents", "spans")
 TEMPLATES = ("auto", "uniner", "chat")
-QUANTIZATIONS = (None, "4bit", "8bit")
+QUANTIZATIONS = (None, "4bit", "8bit", "int8")  # int8: the CPU's own int8 layers (transformers engine)
 CFG_FILE = "cfg"  # what to_disk writes next to config.cfg: the labels (the config names the model)
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -327,7 +327,10 @@ class UniversalNERComponent(Pipe):
         self.name = name
         self.settings = Settings(**config)
         check_settings(name, self.settings)
-        self._labels: list[str] | dict[str, str] | None = _copy_labels(self.settings.labels)
+        # no labels in the config: those an adapted student records (``tune --from``), if any
+        self._labels: list[str] | dict[str, str] | None = _copy_labels(
+            self.settings.labels if self.settings.labels is not None else recorded_labels(self.settings.model)
+        )
         self._ner: Any = None
         self._shared: Any = None  # keeps the shared engine alive as long as this component
         self.widened = 0  # mentions widened to whole tokens so far (docs/spacy.md explains why)
@@ -492,6 +495,25 @@ class UniversalNERComponent(Pipe):
         )
 
 
+def recorded_labels(model: Any) -> list[str] | None:
+    """The label set a student folder records (``"labels"`` in its ``universalner.json``), else None.
+
+    Read without loading anything; only folders and shipped student names are looked at."""
+    from .loading import read_template_record
+    from .student import student_folder
+
+    if not isinstance(model, str):
+        return None
+    folder = student_folder(model)
+    if folder is None:
+        path = Path(os.path.expanduser(model))
+        folder = path if path.is_dir() else None
+    labels = read_template_record(folder).get("labels") if folder is not None else None
+    if isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels):
+        return list(labels)
+    return None
+
+
 def _copy_labels(labels: Any) -> list[str] | dict[str, str] | None:
     if labels is None:
         return None
@@ -516,7 +538,7 @@ def make_universal_ner(
     name: str,
     model: str,
     labels: list[str] | dict[str, str] | None,
-    quantization: Literal["4bit", "8bit"] | None,
+    quantization: Literal["4bit", "8bit", "int8"] | None,
     device: str | None,
     template: Literal["auto", "uniner", "chat"],
     dataset: str | None,
