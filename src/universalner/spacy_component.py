@@ -329,7 +329,9 @@ class UniversalNERComponent(Pipe):
         check_settings(name, self.settings)
         # no labels in the config: those an adapted student records (``tune --from``), if any
         self._labels: list[str] | dict[str, str] | None = _copy_labels(
-            self.settings.labels if self.settings.labels is not None else recorded_labels(self.settings.model)
+            self.settings.labels
+            if self.settings.labels is not None
+            else _recorded_labels(self.settings.model)
         )
         self._ner: Any = None
         self._shared: Any = None  # keeps the shared engine alive as long as this component
@@ -495,23 +497,10 @@ class UniversalNERComponent(Pipe):
         )
 
 
-def recorded_labels(model: Any) -> list[str] | None:
-    """The label set a student folder records (``"labels"`` in its ``universalner.json``), else None.
+def _recorded_labels(model: Any) -> list[str] | None:
+    from .student import recorded_labels
 
-    Read without loading anything; only folders and shipped student names are looked at."""
-    from .loading import read_template_record
-    from .student import student_folder
-
-    if not isinstance(model, str):
-        return None
-    folder = student_folder(model)
-    if folder is None:
-        path = Path(os.path.expanduser(model))
-        folder = path if path.is_dir() else None
-    labels = read_template_record(folder).get("labels") if folder is not None else None
-    if isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels):
-        return list(labels)
-    return None
+    return recorded_labels(model)
 
 
 def _copy_labels(labels: Any) -> list[str] | dict[str, str] | None:

@@ -55,6 +55,25 @@ def on_shipped_base(folder: Path) -> bool:
     return isinstance(base, dict) and bool(base.get("sha256")) and base.get("file") == BASE_FILE
 
 
+def recorded_labels(model: Any) -> list[str] | None:
+    """The label set a student records (``"labels"`` in ``universalner.json``: ``tune --from`` writes
+    it), else None. Read without loading anything; only folders and shipped student names are looked at."""
+    import os
+
+    from .loading import read_template_record
+
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    folder = student_folder(str(model))
+    if folder is None:
+        path = Path(os.path.expanduser(str(model)))
+        folder = path if path.is_dir() else None
+    labels = read_template_record(folder).get("labels") if folder is not None else None
+    if isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels):
+        return list(labels)
+    return None
+
+
 def _record(folder: Path) -> dict[str, Any]:
     return json.loads((folder / TEMPLATE_RECORD).read_text(encoding="utf-8"))
 

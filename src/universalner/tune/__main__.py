@@ -222,7 +222,7 @@ def adapt_main(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0
     print(
-        f"adapted in {result.steps} steps ({result.train_seconds / 60:.1f} min of training) on "
+        f"adapted in {result.steps} steps ({result.train_seconds / 60:.1f} min: load, train, save) on "
         f"{result.train_sentences} sentences + {result.replay_conversations} replay conversations; "
         f"labels {result.labels}; student in {result.output}"
     )
