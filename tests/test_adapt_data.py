@@ -56,6 +56,7 @@ def test_jsonl_shapes_of_each_tool(tmp_path):
         ({"text": "abc", "spans": [{"start": 0, "end": 2}]}, "has no label"),
         ({"text": "", "spans": []}, "text is empty"),
         ({"spans": []}, 'no "text"'),
+        ({"id": "p1", "conversations": []}, "this is conversation JSON"),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path, record, message):

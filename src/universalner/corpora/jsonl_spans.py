@@ -75,6 +75,11 @@ def record_to_sentence(rec: Any, where: str) -> Sentence:
     if not isinstance(rec, dict):
         raise DataFormatError(f"{where}: a record must be a JSON object, not {type(rec).__name__}")
     text = _text_of(rec)
+    if "conversations" in rec and text is None:
+        raise DataFormatError(
+            f"{where}: this is conversation JSON (training conversations), not annotated text with spans; "
+            "give it to tune --data without --from, or to --replay"
+        )
     if not isinstance(text, str):
         raise DataFormatError(f'{where}: the record has no "text" string')
     if not text.strip():

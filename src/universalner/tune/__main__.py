@@ -186,7 +186,10 @@ def adapt_config_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.base_model and not args.student:
+        parser.error("the following arguments are required: --base-model (or --from, to adapt a student)")
     from ..quiet import setup
 
     setup(verbose=args.verbose)  # the run's own progress and the Trainer's loss bar, not other logs
