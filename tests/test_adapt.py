@@ -135,3 +135,32 @@ def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
     )
     assert "label 'SYMPTOM' ('headache') is not in --labels ('DRUG')" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_replay_from_conversation_json_is_a_seeded_sample(tmp_path):
+    from universalner.tune.adapt import replay_examples
+
+    convs = [
+        {"id": f"p{i}", "conversations": [
+            {"from": "human", "value": f"Text: Person {i} lives in Rome."}, {"from": "gpt", "value": "I've read this text."},
+            {"from": "human", "value": "What describes city in the text?"}, {"from": "gpt", "value": '["Rome"]'}]}
+        for i in range(10)
+    ]  # fmt: skip
+    path = tmp_path / "replay.json"
+    path.write_text(json.dumps(convs))
+    got, what = replay_examples(str(path), tmp_path, 4, seed=0)
+    again, _ = replay_examples(str(path), tmp_path, 4, seed=0)
+    assert got == again and len(got) == 4 and "conversation JSON" in what
+    assert all(r["id"].startswith("replay_p") and r["conversations"][3]["value"] == '["Rome"]' for r in got)
+    assert replay_examples("none", tmp_path, 4, seed=0) == ([], "none")
+    assert replay_examples(None, tmp_path, 4, seed=0) == ([], "none")
+
+
+def test_an_output_holding_a_run_is_refused_without_resume(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", SENTENCES[:2])
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "tune_config.json").write_text("{}")
+    assert main(["--from", "universalner-135m", "--data", str(data), "--output", str(out)]) == 2
+    assert "already holds a training run; pass --resume" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["tune_config.json"]
