@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 def adapter_base(folder: Path) -> Path:
     """The GGUF file an adapter folder was trained on (a shipped student's checked base, or the
     ``base_model_name_or_path`` of a tuned one when that is a .gguf file), else a clear error."""
-    from .student import base_gguf, is_shipped
+    from .student import base_gguf, is_shipped, on_shipped_base
 
-    if is_shipped(folder):
+    if is_shipped(folder) or on_shipped_base(folder):  # shipped, or adapted from it (tune --from)
         return base_gguf(folder)
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     path = Path(os.path.expanduser(base))
