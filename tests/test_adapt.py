@@ -135,6 +135,13 @@ def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
     )
     assert "label 'SYMPTOM' ('headache') is not in --labels ('DRUG')" in capsys.readouterr().err
     assert not out.exists()
+    dev = write_jsonl(tmp_path / "dev.jsonl", [("Aspirin is a drug.", [("Aspirin", "MEDICINE")])])
+    assert (
+        main(["--from", "universalner-135m", "--data", str(data), "--dev", str(dev), "--output", str(out)])
+        == 2
+    )
+    assert f"{dev}:1: label 'MEDICINE' ('Aspirin') is not in --labels" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_replay_from_conversation_json_is_a_seeded_sample(tmp_path):

@@ -128,13 +128,16 @@ def student_and_base(student: str) -> tuple[Path, str, dict[str, Any]]:
 
 # --- the data ------------------------------------------------------------------------------------
 def read_user_data(
-    files: list[str], labels: str | None, spans_key: str | None = None
+    files: list[str], labels: str | None, spans_key: str | None = None, label_map: dict | None = None
 ) -> tuple[list[Sentence], list[str], dict | None]:
-    """(sentences with asked names, the label set, the label map) of every file; DataError on any problem."""
+    """(sentences with asked names, the label set, the label map) of every file; DataError on any problem.
+
+    ``label_map`` (a map already read): used instead of ``labels``."""
     from ..corpora.annotated import label_map_from, read_annotated, relabel
 
     try:
-        label_map = label_map_from(labels)
+        if label_map is None:
+            label_map = label_map_from(labels)
         sentences: list[Sentence] = []
         for f in files:
             sentences.extend(read_annotated(f, spans_key=spans_key))
@@ -284,6 +287,8 @@ def choose_thresholds(
     from ..evaluate.runner import ModelSpec, read_predictions, run_benchmark, score_set
 
     ds = dev_set(dev, labels, output / ADAPT_DIR / "dev.jsonl")
+    # answers of an earlier student in this folder (a resumed run trained on) must not be reused
+    shutil.rmtree(output / ADAPT_DIR / "dev-runs", ignore_errors=True)
     trials = []
     for lt in list_thresholds:
         folder = output / ADAPT_DIR / "dev-runs" / f"lt{lt}"
@@ -315,7 +320,9 @@ def adapt(cfg: AdaptConfig) -> AdaptResult:
     parent, base, parent_record = student_and_base(cfg.student)
     sentences, labels, label_map = read_user_data(cfg.data, cfg.labels, cfg.spans_key)
     if cfg.dev:
-        dev, _, _ = read_user_data([cfg.dev], cfg.labels, cfg.spans_key)
+        # the training set's labels: a dev label outside them stops with the dev file's line
+        known = label_map if label_map is not None else {x: x for x in labels}
+        dev, _, _ = read_user_data([cfg.dev], None, cfg.spans_key, known)
         train = sentences
     else:
         train, dev = split_dev(sentences, cfg.dev_share, cfg.seed)
