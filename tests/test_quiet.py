@@ -84,3 +84,26 @@ def test_tune_is_quiet_and_verbose_brings_the_rest_back(test_model_dir, tmp_path
     loud = job("universalner.tune", *args, "--output", tmp_path / "b", "--verbose")
     assert loud.returncode == 0, loud.stderr
     assert "Loading weights" in loud.stderr
+
+
+def test_library_loads_quietly_and_verbose_brings_the_bar_back(test_model_dir):
+    """``UniversalNER.from_pretrained`` in a script: no "Loading weights" bar, transformers' settings kept."""
+    script = f"""
+import sys
+from transformers.utils import logging as hf_logging
+from universalner import UniversalNER
+before = hf_logging.get_verbosity()
+UniversalNER.from_pretrained({str(test_model_dir)!r}, device="cpu")
+print("after quiet", before == hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), flush=True)
+sys.stderr.write("=====\\n"); sys.stderr.flush()
+UniversalNER.from_pretrained({str(test_model_dir)!r}, device="cpu", verbose=True)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "after quiet True True"
+    quiet, loud = done.stderr.split("=====\n")
+    assert "Loading weights" not in quiet and quiet.strip() == "", quiet
+    assert "Loading weights" in loud

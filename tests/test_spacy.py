@@ -309,3 +309,23 @@ def test_saved_pipeline_loads_and_gives_the_same_entities(cfg, tmp_path):
     scores = loaded.evaluate([Example(loaded.make_doc(d.text), d) for d in before])
     assert (scores["ents_p"], scores["ents_r"], scores["ents_f"]) == (1.0, 1.0, 1.0)
     assert set(scores["ents_per_type"]) <= set(LABELS) and scores["ents_per_type"]
+
+
+def test_int8_is_a_quantization_the_config_accepts(cfg):
+    nlp = spacy.blank("en")
+    comp = nlp.add_pipe("universal_ner", config={**cfg, "quantization": "int8", "max_new_tokens": 6})
+    assert comp.settings.quantization == "int8"
+    doc = nlp("Marie Curie worked in Paris.")
+    assert isinstance(list(doc.ents), list)
+    assert any(type(m).__name__ == "Int8Linear" for m in comp.ner.engine.model.modules())
+
+
+def test_labels_recorded_by_an_adapted_student_are_the_default(cfg, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "universalner.json").write_text(json.dumps({"labels": ["drug", "symptom"]}))
+    comp = spacy.blank("en").add_pipe("universal_ner", config={**cfg, "model": str(tmp_path), "labels": None})
+    assert comp.labels == ("drug", "symptom")
+    comp = spacy.blank("en").add_pipe(
+        "universal_ner", config={**cfg, "model": str(tmp_path), "labels": ["x"]}
+    )
+    assert comp.labels == ("x",)

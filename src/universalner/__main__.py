@@ -116,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_STUDENT,
         help=f"hub id, model folder, .gguf file or shipped student (default: {DEFAULT_STUDENT}, the library's own)",
     )  # fmt: skip
-    p.add_argument("--labels", required=True, help="comma-separated types, or a JSON file (list or dict)")
+    p.add_argument(
+        "--labels",
+        help="comma-separated types, or a JSON file (list or dict); default: the labels an adapted student records",
+    )
     p.add_argument("--input", type=Path, help="plain text (one passage per line) or .jsonl with a text field")
     p.add_argument("--text-field", default="text", help="field of --input JSON lines (default: text)")
     p.add_argument("--output", type=Path, help="write JSON lines here (resumes) instead of stdout")
@@ -162,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from .prompts import resolve_labels
 
-    labels = parse_labels(args.labels)
+    if args.labels is None:  # a student adapted with `tune --from` records its label set
+        from .weights.shipped import recorded_labels
+
+        labels = recorded_labels(args.model) or []
+        if not labels:
+            raise InputError("--labels: give the entity types to find, e.g. --labels person,location")
+    else:
+        labels = parse_labels(args.labels)
     resolve_labels(labels)  # empty names and the like fail here, before the model is loaded
     if args.text and args.input:
         raise InputError("give text arguments or --input, not both")

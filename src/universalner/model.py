@@ -118,6 +118,7 @@ class UniversalNER:
         constrained: bool = True,
         threshold: float | None = None,
         list_threshold: float | None = None,
+        verbose: bool = False,
         **engine_kwargs: Any,
     ) -> UniversalNER:
         """Load a student: a hub id (e.g. ``Universal-NER/UniNER-7B-type``), a folder, a ``.gguf`` file,
@@ -133,9 +134,17 @@ class UniversalNER:
         (chosen on its dev split), else 0. ``list_threshold``: constrained answers open a non-empty list
         more readily below 0.5 (plain greedy; lower finds more; the exact rule: docs/inference.md);
         None takes the student's, else 0.5.
+        ``verbose``: also show transformers' "Loading weights" bars, logs and deprecation warnings while
+        loading (hidden by default, as on the command line; ``TRANSFORMERS_VERBOSITY`` set also shows them).
         """
+        import contextlib
+
+        from .quiet import loading_quietly
+
         cls_ = engine_class(engine)
-        eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
+        quiet = loading_quietly(verbose) if engine == "transformers" else contextlib.nullcontext()
+        with quiet:
+            eng = cls_.load(model, quantization=quantization, device=device, adapter=adapter, **engine_kwargs)
         record: dict[str, Any] = {}
         for folder in eng.record_dirs:
             record = read_template_record(folder)

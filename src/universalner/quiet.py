@@ -14,12 +14,18 @@ and bitsandbytes' note about optional CPU kernels: nothing a user of the command
   ``setup()`` imports neither;
 * ``verbose=True`` (``--verbose``) changes none of the other libraries and shows the library's DEBUG
   messages. A library's own switch still works: ``TRANSFORMERS_VERBOSITY=info`` keeps transformers'
-  logs, ``TORCH_LOGS`` torch's, and in Python nothing is hidden unless ``setup()`` is called
-  (``logging`` decides, as usual).
+  logs, ``TORCH_LOGS`` torch's.
+
+In Python, ``UniversalNER.from_pretrained`` (and so the spaCy component) loads as quietly, and only
+while it loads (``loading_quietly``): transformers' "Loading weights" bar and its INFO/WARNING logs and
+FutureWarning/DeprecationWarning are hidden for that call and put back as they were after it.
+``verbose=True`` shows them, and so does ``TRANSFORMERS_VERBOSITY`` (set to anything: transformers'
+own setting is then left alone). Everything else is left to ``logging``, as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import logging
@@ -28,6 +34,8 @@ import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+_VERBOSE = False  # set by setup(verbose=True)
 
 #: libraries whose INFO/WARNING logs are for their own developers, not for a user of the command line
 LIBRARIES = ("bitsandbytes", "accelerate", "peft", "huggingface_hub", "torch", "torchao", "filelock", "httpx")
@@ -64,9 +72,11 @@ def setup(verbose: bool = False, libraries: bool = True) -> None:
 
     ``libraries=False``: only the library's own messages (a job that loads no model, such as
     ``distill``, need not import transformers to quiet it)."""
+    global _VERBOSE
     log = logging.getLogger("universalner")
     _own_handler()
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _VERBOSE = bool(verbose)  # a --verbose command line: loading_quietly hides nothing either
     if verbose or not libraries:
         return
     for name in LIBRARIES:
@@ -180,3 +190,28 @@ class progress_bars:
         self.saved.clear()
         if self.was_on:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def loading_quietly(verbose: bool = False):
+    """Hide transformers' loading bars, logs and deprecation warnings for a block, then restore them.
+
+    A no-op with ``verbose=True``, after ``setup(verbose=True)`` (a ``--verbose`` command line), or when ``TRANSFORMERS_VERBOSITY`` is set (the user's own choice for
+    transformers' output). Imports transformers: for blocks that load a transformers model anyway.
+    """
+    if verbose or _VERBOSE or os.environ.get("TRANSFORMERS_VERBOSITY"):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), progress_bars(False):
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("default", category=FutureWarning, module=r"universalner(\.|$)")
+            warnings.filterwarnings("default", category=DeprecationWarning, module=r"universalner(\.|$)")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)

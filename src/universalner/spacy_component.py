@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 FACTORY = "universal_ner"
 STYLES = ("ents", "spans")
 TEMPLATES = ("auto", "uniner", "chat")
-QUANTIZATIONS = (None, "4bit", "8bit")
+QUANTIZATIONS = (None, "4bit", "8bit", "int8")  # int8: the CPU's own int8 layers (transformers engine)
 CFG_FILE = "cfg"  # what to_disk writes next to config.cfg: the labels (the config names the model)
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -317,7 +317,12 @@ class UniversalNERComponent(Pipe):
         self.name = name
         self.settings = Settings(**config)
         check_settings(name, self.settings)
-        self._labels: list[str] | dict[str, str] | None = _copy_labels(self.settings.labels)
+        # no labels in the config: those an adapted student records (``tune --from``), if any
+        self._labels: list[str] | dict[str, str] | None = _copy_labels(
+            self.settings.labels
+            if self.settings.labels is not None
+            else _recorded_labels(self.settings.model)
+        )
         self._ner: Any = None
         self._shared: Any = None  # keeps the shared engine alive as long as this component
         self.widened = 0  # mentions widened to whole tokens so far (docs/spacy.md explains why)
@@ -482,6 +487,12 @@ class UniversalNERComponent(Pipe):
         )
 
 
+def _recorded_labels(model: Any) -> list[str] | None:
+    from .weights.shipped import recorded_labels
+
+    return recorded_labels(model)
+
+
 def _copy_labels(labels: Any) -> list[str] | dict[str, str] | None:
     if labels is None:
         return None
@@ -506,7 +517,7 @@ def make_universal_ner(
     name: str,
     model: str,
     labels: list[str] | dict[str, str] | None,
-    quantization: Literal["4bit", "8bit"] | None,
+    quantization: Literal["4bit", "8bit", "int8"] | None,
     device: str | None,
     template: Literal["auto", "uniner", "chat"],
     dataset: str | None,

@@ -2,7 +2,9 @@
 
 ``conll``: CoNLL/BIO column files; ``reference``: the reference's conversation JSON (one record per
 sentence and type); ``labels``: tag -> natural-language type maps; ``conversations``: sentences ->
-training conversations and evaluation records; ``spacing``: natural spacing for tokenised text.
+training conversations and evaluation records; ``spacing``: natural spacing for tokenised text;
+``docbin`` (spaCy ``.spacy`` files) and ``jsonl_spans`` (character-offset spans, as annotation tools
+export) read a user's own annotations, ``annotated`` picks the reader and maps the labels.
 """
 
 from .conll import DataFormatError, Sentence, decode_tags, read_conll, sentence_from_tokens

@@ -21,7 +21,7 @@ from .labels import asked_labels, label_map_for
 from .reference import Record, read_reference_json
 
 
-def _turns(text: str, qa: Sequence[tuple[str, str]], dataset: str | None) -> list[dict[str, str]]:
+def conversation_turns(text: str, qa: Sequence[tuple[str, str]], dataset: str | None) -> list[dict[str, str]]:
     turns = [{"from": "human", "value": passage_turn(text, dataset)}, {"from": "gpt", "value": ACK}]
     for label, answer in qa:
         turns += [{"from": "human", "value": question_turn(label)}, {"from": "gpt", "value": answer}]
@@ -68,7 +68,9 @@ def sentences_to_conversations(
             rng.shuffle(order)
         qa = [(ask(label, ask_rng) if ask else label, format_answer(found.get(label, []))) for label in order]
         dataset = dataset_name if dataset_specific else None
-        out.append({"id": f"{dataset_name}_{i}", "conversations": _turns(sentence.text, qa, dataset)})
+        out.append(
+            {"id": f"{dataset_name}_{i}", "conversations": conversation_turns(sentence.text, qa, dataset)}
+        )
     return out
 
 
@@ -90,7 +92,10 @@ def records_to_reference(
 ) -> list[dict]:
     """Evaluation records in the reference's JSON layout (four turns each)."""
     return [
-        {"id": r.id, "conversations": _turns(sentences[r.sentence].text, [(r.label, r.gold)], dataset)}
+        {
+            "id": r.id,
+            "conversations": conversation_turns(sentences[r.sentence].text, [(r.label, r.gold)], dataset),
+        }
         for r in records
     ]
 

@@ -3,7 +3,8 @@
 ``data`` reads conversation JSON and supervised NER sets, ``collate`` turns conversations into
 loss-masked token ids, ``train`` runs LoRA / QLoRA / full fine-tuning with checkpoints, and
 ``progress`` keeps the loss log and the loss curve, ``checkpoints`` finds where to resume and
-``cache`` keeps the tokenised data.
+``cache`` keeps the tokenised data; ``adapt`` (``--from``) teaches a LoRA student a user's own
+annotated types.
 """
 
 from .collate import Collator, Encoded, Encoder

@@ -31,6 +31,7 @@ CONFIG_FILE = "tune_config.json"
 _FIXED_ON_RESUME = (
     "base_model", "data", "supervised", "labels_map", "method", "template", "max_length", "seed",
     "batch_size", "grad_accum", "lr", "lora_r", "lora_alpha", "lora_dropout", "group_by_length",
+    "init_adapter", "stack",
 )  # fmt: skip
 BF16_CHOICES = ("auto", "on", "off")
 
@@ -64,6 +65,10 @@ class TuneConfig:
     resume: bool = False
     bf16: str = "auto"  # auto: on GPUs that support it and on CPUs with AVX512-BF16/AMX (lora, full)
     group_by_length: bool = True  # batches of similar lengths: less padding
+    # a LoRA student to start from (``tune --from``, see ``adapt.py``): its adapter goes on training,
+    # or (``stack``) is merged into the base and a new adapter is trained on top of it
+    init_adapter: str | None = None
+    stack: bool = False
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -85,6 +90,8 @@ class TuneConfig:
             raise ValueError(f"--bf16 must be one of {BF16_CHOICES}, not {self.bf16!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"--lr must be positive, not {self.lr}")
+        if self.init_adapter is not None and self.method != "lora":
+            raise ValueError(f"starting from a LoRA student needs --method lora, not {self.method!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -98,6 +105,7 @@ class TuneConfig:
         d["data"] = [_absolute(p) for p in self.data]
         d["supervised"] = [[name, _absolute(p)] for name, p in self.supervised]
         d["labels_map"] = _absolute(self.labels_map) if self.labels_map else None
+        d["init_adapter"] = base_reference(self.init_adapter) if self.init_adapter else None
         return {k: d[k] for k in _FIXED_ON_RESUME}
 
 
@@ -263,7 +271,7 @@ def load_for_training(cfg: TuneConfig, location: Any):
     model.config.use_cache = False
     if cfg.method == "full":
         return model, tok
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -276,6 +284,18 @@ def load_for_training(cfg: TuneConfig, location: Any):
         lora_dropout=cfg.lora_dropout,
         target_modules="all-linear",  # attention and MLP projections; never the output head
     )
+    if cfg.init_adapter is not None:
+        from ..weights.resolve import resolve_model
+
+        parent = resolve_model(cfg.init_adapter)
+        if not cfg.stack:  # the student's own adapter trains on (its rank and modules, not --lora-r)
+            model = PeftModel.from_pretrained(model, str(parent), is_trainable=True)
+            model.peft_config["default"].base_model_name_or_path = base_reference(cfg.base_model)
+            return model, tok
+        from ..weights.lora import merge_lora
+
+        if not merge_lora(model, parent):  # not a plain LoRA: peft folds it in
+            model = PeftModel.from_pretrained(model, str(parent)).merge_and_unload()
     model = get_peft_model(model, lora)
     # the adapter names the base the way the user gave it (a .gguf path is converted again on load)
     model.peft_config["default"].base_model_name_or_path = base_reference(cfg.base_model)

