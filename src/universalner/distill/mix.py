@@ -26,10 +26,15 @@ from pathlib import Path
 
 from ..checksums import sha256_file
 from ..corpora import DataFormatError, Sentence
-from ..corpora.conversations import eval_records, records_to_reference, sentences_to_conversations
+from ..corpora.conversations import (
+    conversation_turns,
+    eval_records,
+    records_to_reference,
+    sentences_to_conversations,
+)
 from ..corpora.pilener import read_definitions, read_typed_examples
 from ..corpora.supervised import CORPORA, corpus, read_split, split_path
-from ..prompts import ACK, format_answer, passage_turn, question_turn
+from ..prompts import format_answer
 from .build import BuildReport, NegativeSampler, conversations, write_json
 from .convert import ConvertConfig, dev_records, split_corpus
 from .heldout import HeldOut, check_conversations, held_out_files, normalise
@@ -85,12 +90,7 @@ def sample_sentences(
 
 
 def example_conversation(cid: str, text: str, asked: str, mentions: list[str]) -> dict:
-    turns = [{"from": "human", "value": passage_turn(text)}, {"from": "gpt", "value": ACK}]
-    turns += [
-        {"from": "human", "value": question_turn(asked)},
-        {"from": "gpt", "value": format_answer(mentions)},
-    ]
-    return {"id": cid, "conversations": turns}
+    return {"id": cid, "conversations": conversation_turns(text, [(asked, format_answer(mentions))], None)}
 
 
 def count_questions(convs: list[dict]) -> dict[str, int]:
