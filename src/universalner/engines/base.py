@@ -72,8 +72,8 @@ class Engine(ABC):
         constrained: bool = False,
         list_threshold: float = 0.5,
     ) -> list[Generation]:
-        """One greedy answer per request, in order; constrained answers open a non-empty list when the
-        model gives that at least ``list_threshold`` (0.5: plain greedy; see ``constraints.list_penalty``)."""
+        """One greedy answer per request, in order; constrained answers open a non-empty list more
+        readily below ``list_threshold`` 0.5 (plain greedy); the exact rule is ``constraints.list_penalty``'s."""
         requests = list(requests)
         penalty = self.list_penalty(list_threshold)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
