@@ -98,4 +98,5 @@ def test_run_kill_resume_and_score(test_model_dir, shared_data, tmp_path, capsys
     predict_set(ds, out / "ncbi", get_model=lambda: pytest.fail("the model was loaded again"))
     # other settings in the same folder: a clear refusal, not a silent mix
     assert main([*args[:-1], "--template", "uniner"]) == 2
-    assert "holds predictions made with other settings (model differ)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds predictions made with other settings or weights" in err and "model.template" in err
