@@ -81,8 +81,8 @@ def test_int8_errors_are_clear(test_model_dir):
 @pytest.mark.slow
 def test_the_cpu_choice_follows_the_record_and_the_hardware(tmp_path, monkeypatch):
     """bf16 recorded: taken where the CPU multiplies bf16 natively, refused (float32) where it does not."""
-    from universalner import hardware
-    from universalner.engines.hf import cpu_choice
+    from universalner.weights import hardware
+    from universalner.weights.hf import cpu_choice
 
     (tmp_path / "universalner.json").write_text(json.dumps({"cpu": {"dtype": "bfloat16", "measured": "t"}}))
     for native, want in ((True, {"dtype": "bfloat16"}), (False, {})):
