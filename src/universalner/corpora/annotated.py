@@ -12,13 +12,13 @@ naming the file and line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ..entity import Entity
 from .conll import DataFormatError, Sentence, read_conll
+from .jsonfile import read_json
 from .labels import LabelMap, asked_labels
 
 FORMATS = ("auto", "spacy", "jsonl", "conll")
@@ -55,12 +55,7 @@ def label_map_from(spec: str | None) -> LabelMap | None:
     spec = str(spec).strip()
     if spec.endswith(".json") or Path(spec).is_file():
         path = Path(spec)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"label map file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        data = read_json(path, "label map file")
         if isinstance(data, list):
             data = {x: x for x in data}
         if not isinstance(data, dict) or not all(

@@ -9,11 +9,12 @@ the gold data as well, so they count neither for nor against a model.
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from .jsonfile import read_json
 
 LabelMap = dict[str, str | None]
 
@@ -248,12 +249,7 @@ def humanize(tag: str) -> str:
 def read_label_maps(path: str | Path) -> dict:
     """A ``--labels-map`` file: ``{tag: label|null}`` for every data set, or ``{name: {tag: label|null}}``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label map file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "label map file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a label map must be a JSON object, not {type(data).__name__}")
     for key, value in data.items():

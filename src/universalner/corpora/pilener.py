@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .conll import DataFormatError
+from .jsonfile import read_json
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,7 @@ class TypedExample:
 
 
 def _load(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Pile-NER file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "Pile-NER file")
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected a JSON object of types")
     return data
