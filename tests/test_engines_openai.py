@@ -127,6 +127,9 @@ def test_clear_errors(served, test_model_dir, ner):
     req = Request(ner.prompt(TEXTS[0], "person"), TEXTS[0])
     with pytest.raises(ServerError, match="grammar"):  # this server takes no grammar: say what was sent
         engine.generate([req], max_new_tokens=4, constrained=True)
+    for opt in ("list_threshold", "continue_threshold"):  # the server decodes: neither can be moved
+        with pytest.raises(ValueError, match="cannot move the list decisions"):
+            engine.generate([req], max_new_tokens=4, constrained=True, **{opt: 0.3})
 
 
 def test_uniner_layout_without_a_tokenizer(served):

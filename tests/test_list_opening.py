@@ -86,3 +86,56 @@ def test_a_mentions_score_is_the_list_opening_times_its_own_tokens():
     lp2 = [math.log(0.3), *lp[1:]]
     scores2 = mention_scores(_gen('["Paris", "Rome"]', lp2))
     assert scores2["Rome"] / scores["Rome"] == pytest.approx(0.3 / 0.6)
+
+
+# ---- continue_threshold: another mention, or close the list ---------------------------------------
+MORE = [b"[", b"]", b'["', b'"', b"Paris", b" ", b"Rome", b'",', b'"]', b",", b' "']
+MORE_END = len(MORE)
+
+
+def _continuing(c: float, prefix: list[bytes]):
+    """A branch on "Paris Rome" with ``continue_threshold`` c, after the pieces of ``prefix``."""
+    br = PassageGrammar(TokenIndex(MORE, [MORE_END]), "Paris Rome").branch(0.0, list_penalty(c))
+    for piece in prefix:
+        br.advance(MORE.index(piece))
+    return br
+
+
+def _pick(branch, probs: dict[bytes, float]) -> bytes:
+    ch = branch.allowed(30)
+    logits = torch.tensor([math.log(probs.get(MORE[i], 1e-9)) for i in ch.ids])
+    return MORE[ch.ids[choose(logits, branch, ch, torch.argmax)]]
+
+
+@pytest.mark.parametrize("c", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_after_a_mention_the_list_goes_on_exactly_when_p_at_least_c(c):
+    """After ``["Paris"`` the choice is ``,`` (another mention) or ``]`` (close): the list goes on exactly
+    when the model gives that at least c, either side of one half."""
+    for p in (c - 0.02, c + 0.02, 0.01, 0.99):
+        if not 0 < p < 1:
+            continue
+        br = _continuing(c, [b'["', b"Paris", b'"'])
+        assert sorted(MORE[i] for i in br.allowed(30).ids) == [b",", b"]"]
+        assert _pick(br, {b",": p, b"]": 1 - p}) == (b"," if p >= c else b"]"), (c, p)
+
+
+@pytest.mark.parametrize("c", [0.2, 0.8])
+def test_inside_a_mention_only_closing_and_going_on_are_weighed(c):
+    """Inside ``["Paris`` the tokens are: extend the mention (`` ``), close it (``"``), close it and go
+    on (``",``), close it and the list (``"]``). Only the last two are weighed with the threshold; a lone
+    quote or an extension that greedy picks stays picked."""
+    odds = c / (1 - c)
+    for ratio in (odds * 0.9, odds * 1.1):
+        probs = {b'"]': 0.5, b'",': 0.5 * ratio, b'"': 0.01, b" ": 0.01}
+        got = _pick(_continuing(c, [b'["', b"Paris"]), probs)
+        assert got == (b'",' if ratio >= odds else b'"]'), (c, ratio)
+    # greedy's extension or lone quote is never moved, whatever c
+    assert _pick(_continuing(c, [b'["', b"Paris"]), {b" ": 0.6, b'"]': 0.3, b'",': 0.1}) == b" "
+    assert _pick(_continuing(c, [b'["', b"Paris"]), {b'"': 0.6, b'"]': 0.1, b'",': 0.3}) == b'"'
+
+
+def test_continue_threshold_leaves_the_first_decision_alone():
+    """Before any mention the close penalty does nothing: opening the list is list_threshold's."""
+    br = _continuing(0.05, [b"["])
+    assert _pick(br, {b'"': 0.3, b"]": 0.7}) == b"]"
+    assert br.close_positions(br.allowed(30)) == ((), ())

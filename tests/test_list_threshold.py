@@ -87,3 +87,25 @@ def test_model_setting_and_errors(ner, test_model_dir):
     assert got and all(TEXTS[1][e.start : e.end] == e.text for e in got)
     with pytest.raises(ValueError, match="list_threshold"):
         UniversalNER(ner.engine, list_threshold=1.0)
+
+
+def test_lower_continue_threshold_lists_more_fast_equals_plain(paths, requests_):
+    """With lists opened (list_threshold 0.02), a low continue_threshold goes on to mentions greedy did
+    not take, the fast and plain paths agree token for token, and no list gets shorter. The untuned
+    model gives another mention odds near 1e-5 after its first, hence the tiny threshold."""
+    plain, fast = paths
+    opts = {"max_new_tokens": 40, "constrained": True, "list_threshold": 0.02}
+    base = fast.generate(requests_, **opts)
+    more_fast = fast.generate(requests_, **opts, continue_threshold=1e-6)
+    more_plain = plain.generate(requests_, **opts, continue_threshold=1e-6)
+    assert [g.text for g in more_fast] == [g.text for g in more_plain]
+    for a, b in zip(more_fast, more_plain, strict=True):
+        assert [s[:2] for s in a.token_spans] == [s[:2] for s in b.token_spans]
+        for (_, _, x), (_, _, y) in zip(a.token_spans, b.token_spans, strict=True):
+            assert x == pytest.approx(y, abs=2e-3)
+    n = [g.text.count('"') // 2 for g in base]
+    m = [g.text.count('"') // 2 for g in more_fast]
+    assert sum(m) > sum(n), (n, m)
+    assert all(b >= a for a, b in zip(n, m, strict=True)), (n, m)
+    with pytest.raises(ValueError, match="continue_threshold"):
+        UniversalNER(fast, continue_threshold=0.0)

@@ -42,7 +42,7 @@ import bisect
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # ---- grammar states: (kind, ends, n) -----------------------------------------------------------
 START, START_SPACE, OPEN, MENTION0, MENTION, AFTER, COMMA, SPACE, DONE = range(9)
@@ -360,8 +360,23 @@ class PassageGrammar:
         closes = {j: found[i][1] for j, i in enumerate(ids) if found[i][1] is not None}
         return Choices(ids, states, max((self.dist(s) for s in states), default=0), closes)
 
-    def branch(self, empty_penalty: float = 0.0) -> Branch:
-        return Branch(self, empty_penalty)
+    def branch(self, empty_penalty: float = 0.0, close_penalty: float = 0.0) -> Branch:
+        """A new answer to this passage (``Penalties`` unpack into the two penalties)."""
+        return Branch(self, empty_penalty, close_penalty)
+
+
+class Penalties(NamedTuple):
+    """Logit shifts that move greedy's two list decisions, both 0.0 for plain greedy.
+
+    ``empty``: ``list_penalty(list_threshold)``, taken off the tokens that leave the list empty;
+    ``close``: ``list_penalty(continue_threshold)``, taken off the tokens that close a list after a
+    mention when greedy weighs them against another mention."""
+
+    empty: float = 0.0
+    close: float = 0.0
+
+
+NO_PENALTIES = Penalties()  # plain greedy
 
 
 def list_penalty(list_threshold: float) -> float:
@@ -371,7 +386,8 @@ def list_penalty(list_threshold: float) -> float:
     the best committing token then wins when its probability is at least ``t / (1 - t)`` times the
     best non-committing one's; between two tokens (``"`` or ``]`` after ``[``) that is exactly
     "the list opens when the model gives it at least ``t``". Not the total probability of a
-    non-empty list (docs/inference.md).
+    non-empty list (docs/inference.md). The same formula turns ``continue_threshold`` into
+    ``Penalties.close`` (see ``choose``).
     """
     import math
 
@@ -381,31 +397,49 @@ def list_penalty(list_threshold: float) -> float:
 
 
 def choose(logits: Any, branch: Branch, choices: Choices, argmax: Any) -> int:
-    """Index into ``choices.ids`` that greedy takes, with the branch's empty-list penalty applied.
+    """Index into ``choices.ids`` that greedy takes, with the branch's penalties applied.
 
     ``logits`` are those of ``choices.ids`` (a torch or numpy vector); ``argmax`` the library's.
-    The penalty only moves the decision: the engine reports log-probabilities of the unpenalised
+    Before a first mention, the empty-list penalty is subtracted from the non-committing tokens.
+    After a mention (or while closing one), when greedy's pick closes the list or starts another
+    mention, the two best such tokens are weighed with the close penalty subtracted from the closing
+    one: another mention wins when its probability is at least ``c / (1 - c)`` times the closing
+    token's (``c``: ``continue_threshold``). Tokens that extend the current mention are never moved.
+    The penalties only move the decision: the engine reports log-probabilities of the unpenalised
     logits, so scores still say what the model thought.
     """
     empties = branch.empty_positions(choices) if branch.empty_penalty else ()
-    if not empties:
-        return int(argmax(logits))
-    biased = logits.copy() if hasattr(logits, "copy") and not hasattr(logits, "clone") else logits.clone()
-    for j in empties:
-        biased[j] -= branch.empty_penalty
-    return int(argmax(biased))
+    if empties:
+        biased = logits.copy() if hasattr(logits, "copy") and not hasattr(logits, "clone") else logits.clone()
+        for j in empties:
+            biased[j] -= branch.empty_penalty
+        return int(argmax(biased))
+    j = int(argmax(logits))
+    if not branch.close_penalty:
+        return j
+    closing, going_on = branch.close_positions(choices)
+    if not closing or not going_on or (j not in closing and j not in going_on):
+        return j
+    best_close = max(closing, key=lambda k: float(logits[k]))
+    best_more = max(going_on, key=lambda k: float(logits[k]))
+    return (
+        best_more
+        if float(logits[best_more]) > float(logits[best_close]) - branch.close_penalty
+        else best_close
+    )
 
 
 class Branch:
     """One answer being written: its state, the mentions it has closed, and the next allowed tokens.
 
-    ``empty_penalty`` (see ``list_penalty``) is subtracted from the logits of tokens that would end
-    the answer as an empty list; engines apply it through ``choose``.
+    ``empty_penalty`` and ``close_penalty`` (see ``Penalties``) move greedy's decisions to open and to
+    continue the list; engines apply them through ``choose``.
     """
 
-    def __init__(self, grammar: PassageGrammar, empty_penalty: float = 0.0):
+    def __init__(self, grammar: PassageGrammar, empty_penalty: float = 0.0, close_penalty: float = 0.0):
         self.grammar = grammar
         self.empty_penalty = float(empty_penalty)
+        self.close_penalty = float(close_penalty)
         self.state: State = (START, (), 0)
         self.used: set[bytes] = set()
         self.mentions: list[str] = []
@@ -428,6 +462,24 @@ class Branch:
         if got is None:
             waiting = (START_SPACE, OPEN, DONE)
             got = choices.memo["_empties"] = tuple(j for j, s in enumerate(choices.states) if s[0] in waiting)
+        return got
+
+    def close_positions(self, choices: Choices) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Positions in ``choices.ids`` that close the list after a mention, and those that go on to
+        another one (a comma, or a token that closes the mention and starts the next); ``((), ())``
+        before any mention has begun. A lone closing quote is neither: the choice comes a step later.
+        """
+        if self.state[0] not in (MENTION, AFTER):
+            return (), ()
+        got = choices.memo.get("_closes")
+        if got is None:
+            closing = tuple(j for j, s in enumerate(choices.states) if s[0] == DONE)
+            more = tuple(
+                j
+                for j, s in enumerate(choices.states)
+                if s[0] in (COMMA, SPACE, MENTION0) or (s[0] == MENTION and j in choices.closes)
+            )
+            got = choices.memo["_closes"] = (closing, more)
         return got
 
     def allowed(self, remaining: int | None = None) -> Choices:

@@ -70,6 +70,7 @@ class UniversalNER:
         constrained: bool = True,
         threshold: float | None = None,
         list_threshold: float | None = None,
+        continue_threshold: float | None = None,
     ):
         self.engine = engine
         self.constrained = bool(constrained)
@@ -80,10 +81,9 @@ class UniversalNER:
         )
         # constrained answers open a list by the rule of constraints.list_penalty (0.5: plain greedy);
         # a student records the value chosen on its dev split
-        lt = self.record.get("list_threshold", 0.5) if list_threshold is None else list_threshold
-        if isinstance(lt, bool) or not isinstance(lt, (int, float)) or not 0 < lt < 1:
-            raise ValueError(f"list_threshold must be a number between 0 and 1 (exclusive), not {lt!r}")
-        self.list_threshold = float(lt)
+        # and go on to another mention by the rule of constraints.choose (0.5: plain greedy)
+        self.list_threshold = _check_unit("list_threshold", self.record, list_threshold)
+        self.continue_threshold = _check_unit("continue_threshold", self.record, continue_threshold)
         if isinstance(template, Template):
             self.template = template
         else:
@@ -118,6 +118,7 @@ class UniversalNER:
         constrained: bool = True,
         threshold: float | None = None,
         list_threshold: float | None = None,
+        continue_threshold: float | None = None,
         verbose: bool = False,
         **engine_kwargs: Any,
     ) -> UniversalNER:
@@ -133,7 +134,8 @@ class UniversalNER:
         ``threshold``: the default for ``extract``; None takes the one the student ships with
         (chosen on its dev split), else 0. ``list_threshold``: constrained answers open a non-empty list
         more readily below 0.5 (plain greedy; lower finds more; the exact rule: docs/inference.md);
-        None takes the student's, else 0.5.
+        None takes the student's, else 0.5. ``continue_threshold``: likewise for going on to another
+        mention rather than closing the list (lower finds more mentions per type).
         ``verbose``: also show transformers' "Loading weights" bars, logs and deprecation warnings while
         loading (hidden by default, as on the command line; ``TRANSFORMERS_VERBOSITY`` set also shows them).
         """
@@ -152,7 +154,7 @@ class UniversalNER:
                 break
         return cls(
             eng, template, max_new_tokens, max_passage_tokens, record=record, constrained=constrained,
-            threshold=threshold, list_threshold=list_threshold,
+            threshold=threshold, list_threshold=list_threshold, continue_threshold=continue_threshold,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prompts
@@ -255,6 +257,8 @@ class UniversalNER:
         opts: dict[str, Any] = {"constrained": self.constrained if constrained is None else bool(constrained)}
         if opts["constrained"] and self.list_threshold != 0.5:
             opts["list_threshold"] = self.list_threshold
+        if opts["constrained"] and self.continue_threshold != 0.5:
+            opts["continue_threshold"] = self.continue_threshold
         return opts
 
     def _windows(self, text: str) -> list[tuple[int, int]]:
@@ -333,3 +337,11 @@ class ModelSpec:
 def _normalise_path(model: str) -> str:
     path = Path(os.path.expanduser(model))
     return str(path.resolve()) if path.exists() else model
+
+
+def _check_unit(name: str, record: Mapping[str, Any], given: float | None) -> float:
+    """``given``, else the student's recorded value, else 0.5; a number strictly between 0 and 1."""
+    v = record.get(name, 0.5) if given is None else given
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"{name} must be a number between 0 and 1 (exclusive), not {v!r}")
+    return float(v)

@@ -7,7 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..constraints import Penalties
 
 
 @dataclass
@@ -71,11 +74,13 @@ class Engine(ABC):
         max_new_tokens: int = 256,
         constrained: bool = False,
         list_threshold: float = 0.5,
+        continue_threshold: float = 0.5,
     ) -> list[Generation]:
-        """One greedy answer per request, in order; constrained answers open a non-empty list more
-        readily below ``list_threshold`` 0.5 (plain greedy); the exact rule is ``constraints.list_penalty``'s."""
+        """One greedy answer per request, in order. Constrained answers open a non-empty list more
+        readily below ``list_threshold``, and go on to another mention more readily below
+        ``continue_threshold`` (0.5: plain greedy); the exact rules are ``constraints.choose``'s."""
         requests = list(requests)
-        penalty = self.list_penalty(list_threshold)
+        penalty = self.penalties(list_threshold, continue_threshold)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, not {max_new_tokens!r}")
         for i, r in enumerate(requests):
@@ -85,18 +90,21 @@ class Engine(ABC):
             return []
         return self._generate(requests, max_new_tokens, constrained, penalty)
 
-    def list_penalty(self, list_threshold: float) -> float:
-        """The empty-list penalty that moves the decision to ``list_threshold`` (0.0 at 0.5, plain greedy);
-        an engine that cannot move it refuses other values here."""
-        from ..constraints import list_penalty
+    def penalties(self, list_threshold: float = 0.5, continue_threshold: float = 0.5) -> Penalties:
+        """The logit shifts that move the two list decisions to these thresholds (0.0 at 0.5, plain
+        greedy); an engine that cannot move them refuses other values here."""
+        from ..constraints import Penalties, list_penalty
 
-        return list_penalty(list_threshold) if list_threshold != 0.5 else 0.0
+        return Penalties(
+            list_penalty(list_threshold) if list_threshold != 0.5 else 0.0,
+            list_penalty(continue_threshold) if continue_threshold != 0.5 else 0.0,
+        )
 
     @abstractmethod
     def _generate(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: Penalties
     ) -> list[Generation]:
-        """``generate`` for checked, non-empty ``requests``; ``penalty``: see ``list_penalty``."""
+        """``generate`` for checked, non-empty ``requests``; ``penalty``: see ``penalties``."""
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the tokens of ``text`` (for windowing long texts)."""

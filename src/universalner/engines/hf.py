@@ -14,7 +14,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..constraints import DONE, MENTION, Branch, PassageGrammar, TokenIndex, choose
+from ..constraints import DONE, MENTION, NO_PENALTIES, Branch, PassageGrammar, Penalties, TokenIndex, choose
 from ..tokens import prompt_ids
 from ..weights.hf import load_model_and_tokenizer
 from .base import Engine, Generation, Request
@@ -54,7 +54,7 @@ class _PlainConstraint:
         self.max_new_tokens = max_new_tokens
         self.stop = stop
         self.finished = [False] * len(branches)
-        # (row, step) -> (allowed ids, their log-probabilities without the empty-list penalty)
+        # (row, step) -> (allowed ids, their log-probabilities without the penalties)
         self.unpenalised: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def __call__(self, input_ids, scores):
@@ -76,11 +76,11 @@ class _PlainConstraint:
             ch = br.allowed(remaining)
             ids = torch.tensor(ch.ids, device=scores.device)
             keep = scores[row].index_select(0, ids)
-            empties = br.empty_positions(ch) if br.empty_penalty else ()
-            if empties:
+            j = choose(keep, br, ch, torch.argmax) if len(ch.ids) > 1 else 0
+            if j != int(keep.argmax()):  # a penalty moved the decision: force it, keep the model's scores
                 self.unpenalised[(row, step)] = (ids, torch.log_softmax(keep.float(), 0))
-                keep = keep.clone()
-                keep[list(empties)] -= br.empty_penalty
+                keep = torch.full_like(keep, -math.inf)
+                keep[j] = 0.0
             out[row].fill_(-math.inf)
             out[row].index_copy_(0, ids, keep)
         return out
@@ -149,10 +149,10 @@ class HFEngine(Engine):
         return TokenIndex.for_hf_tokenizer(self.tokenizer, self.stop_ids())
 
     def _generate(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: Penalties
     ) -> list[Generation]:
-        """Greedy answers by the engine's path; ``penalty``: the empty-list penalty (``Engine.list_penalty``,
-        the exact rule is ``constraints.list_penalty``'s)."""
+        """Greedy answers by the engine's path; ``penalty``: the list decisions' shifts (``Engine.penalties``,
+        the exact rule is ``constraints.choose``'s)."""
         if self.path == "fast" and self._fast_supported():
             return self._generate_fast(requests, max_new_tokens, constrained, penalty)
         out: list[Generation] = []
@@ -164,7 +164,11 @@ class HFEngine(Engine):
 
     # ------------------------------------------------------------------ the plain path
     def _generate_plain(
-        self, prompts: list[str], max_new_tokens: int, passages: list[str] | None = None, penalty: float = 0.0
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        passages: list[str] | None = None,
+        penalty: Penalties = NO_PENALTIES,
     ) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList
@@ -177,7 +181,7 @@ class HFEngine(Engine):
         if passages is not None:
             index = self.token_index()
             grammars: dict[str, PassageGrammar] = {}
-            branches = [grammars.setdefault(p, PassageGrammar(index, p)).branch(penalty) for p in passages]
+            branches = [grammars.setdefault(p, PassageGrammar(index, p)).branch(*penalty) for p in passages]
             proc = _PlainConstraint(branches, enc["input_ids"].shape[1], max_new_tokens, set(stop))
             extra["logits_processor"] = LogitsProcessorList([proc])
         with torch.inference_mode():
@@ -262,7 +266,11 @@ class HFEngine(Engine):
 
     # ------------------------------------------------------------------ the fast path
     def _generate_fast(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float = 0.0
+        self,
+        requests: list[Request],
+        max_new_tokens: int,
+        constrained: bool,
+        penalty: Penalties = NO_PENALTIES,
     ) -> list[Generation]:
         import torch
 
@@ -309,7 +317,9 @@ class HFEngine(Engine):
                 kvs = self._prefill_prefixes([enc[units[u][0][0]][: units[u][1]] for u in todo], shared)
                 prefix_kv.update(zip(todo, kvs, strict=True))
                 branches = (
-                    [grammars[requests[i].passage].branch(penalty) for _, i in chunk] if constrained else None
+                    [grammars[requests[i].passage].branch(*penalty) for _, i in chunk]
+                    if constrained
+                    else None
                 )
                 gens = self._decode_chunk(chunk, enc, units, prefix_kv, max_new_tokens, branches, regions)
                 for (_, i), g in zip(chunk, gens, strict=True):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..constraints import choose
+from ..constraints import Penalties, choose
 from ..tokens import with_prefix
 from ..weights.errors import ModelNotFoundError
 from ..weights.gguf import GGUFError, GGUFTokenizer, find_gguf, read_gguf_metadata
@@ -334,7 +334,7 @@ class LlamaCppEngine(Engine):
         return rows
 
     def _generate(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: Penalties
     ) -> list[Generation]:
         tokens = [self.prompt_tokens(r.prompt) for r in requests]
         for i, t in enumerate(tokens):
@@ -381,7 +381,7 @@ class LlamaCppEngine(Engine):
             n = k
         return max(0, n)
 
-    def _run_wave(self, wave, requests, tokens, max_new, constrained, out, penalty: float = 0.0) -> None:
+    def _run_wave(self, wave, requests, tokens, max_new, constrained, out, penalty: Penalties) -> None:
         import numpy as np
 
         c = self._c
@@ -414,7 +414,7 @@ class LlamaCppEngine(Engine):
                         from ..constraints import PassageGrammar
 
                         grammars[passage] = PassageGrammar(self.token_index(), passage)
-                    constraint = grammars[passage].branch(penalty)
+                    constraint = grammars[passage].branch(*penalty)
                 branches.append(_Branch(i, seq, len(tokens[i]), constraint))
                 shared_of.append(shared[u])
         self._decode([(t, p, 0, False) for p, t in enumerate(tokens[wave[0][0]][:common])])

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..constraints import Penalties
 from ..prompts import ACK, LLAMA_EOS, SYSTEM, passage_turn, question_turn
 from ..tokens import prefix_text
 from ..weights.errors import ModelNotFoundError
@@ -372,17 +373,17 @@ class OpenAIEngine(Engine):
             ) from e
         return _cut_at_stop(gen, self.stop)
 
-    def list_penalty(self, list_threshold: float) -> float:
-        """Only 0.5: the server decodes, and the empty-list decision cannot be moved there."""
-        if list_threshold != 0.5:
+    def penalties(self, list_threshold: float = 0.5, continue_threshold: float = 0.5) -> Penalties:
+        """Only 0.5 for both: the server decodes, and the list decisions cannot be moved there."""
+        if list_threshold != 0.5 or continue_threshold != 0.5:
             raise ValueError(
-                "engine 'openai' cannot move the empty-list decision (list_threshold): the server decodes; "
-                "use list_threshold=0.5 or the transformers or llama.cpp engine"
+                "engine 'openai' cannot move the list decisions (list_threshold, continue_threshold): the "
+                "server decodes; use 0.5 for both or the transformers or llama.cpp engine"
             )
-        return 0.0
+        return Penalties()
 
     def _generate(
-        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: float
+        self, requests: list[Request], max_new_tokens: int, constrained: bool, penalty: Penalties
     ) -> list[Generation]:
         # the questions of one passage leave together, so the server's prefix cache sees them close
         order = sorted(range(len(requests)), key=lambda i: (requests[i].group, i))

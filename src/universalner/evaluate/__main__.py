@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the student's, else 0.5)",
     )  # fmt: skip
     r.add_argument(
+        "--continue-threshold", type=float,
+        help="lower goes on to another mention more readily instead of closing the list; exact rule in "
+        "docs/inference.md (default: the student's, else 0.5)",
+    )  # fmt: skip
+    r.add_argument(
         "--threshold", type=float,
         help="score only mentions with at least this confidence (default: the student's own, else 0 = raw answers)",
     )  # fmt: skip
@@ -148,7 +153,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         a.template,
         a.engine,
         {"max_new_tokens": a.max_new_tokens, "constrained": not a.unconstrained}
-        | ({"list_threshold": a.list_threshold} if a.list_threshold is not None else {}),
+        | ({"list_threshold": a.list_threshold} if a.list_threshold is not None else {})
+        | ({"continue_threshold": a.continue_threshold} if a.continue_threshold is not None else {}),
     )
     if a.threshold is not None and not 0 <= a.threshold <= 1:
         raise ValueError(f"--threshold must be between 0 and 1, not {a.threshold}")

@@ -70,7 +70,7 @@ def answer_fingerprint(spec: Any) -> dict[str, Any]:
     if spec.engine == "openai":  # a served model: its weights are the server's, not readable here
         out["served"] = "weights not fingerprinted: the server's (restart the run after changing them)"
         out["list_threshold"] = dict(spec.options).get("list_threshold", 0.5)
-        return out
+        return out | _continue(dict(spec.options), {})
     loc = _locate(spec.model)
     model = loc.path
     out["model_files"] = folder_digest(model)
@@ -98,6 +98,7 @@ def answer_fingerprint(spec: Any) -> dict[str, Any]:
             break
     options = dict(spec.options)
     out["list_threshold"] = options.get("list_threshold", record.get("list_threshold", 0.5))
+    out |= _continue(options, record)
     out["template"] = spec.template if spec.template != "auto" else record.get("template", "auto")
     if spec.engine == "transformers":
         out["dtype"], out["quantization"] = _load_choice(spec, record_dirs)
@@ -125,3 +126,9 @@ def _load_choice(spec: Any, record_dirs: list[Path]) -> tuple[str, str | None]:
     if dtype is None:
         dtype = str(default_dtype(device, quantization, choice)).removeprefix("torch.")
     return str(dtype), quantization
+
+
+def _continue(options: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The continue threshold when it moves answers (0.5 leaves them, and keeps older folders valid)."""
+    ct = options.get("continue_threshold", record.get("continue_threshold", 0.5))
+    return {} if ct == 0.5 else {"continue_threshold": ct}

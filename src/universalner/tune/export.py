@@ -31,6 +31,7 @@ def export_student(
     card: str | Path | None = None,
     extra: dict | None = None,
     list_threshold: float = 0.5,
+    continue_threshold: float = 0.5,
 ) -> Path:
     """Write the shippable student folder; returns it. The base GGUF is hashed, never copied."""
     from safetensors.torch import load_file, save_file
@@ -44,8 +45,9 @@ def export_student(
         raise FileNotFoundError(f"base GGUF not found: {base_gguf}")
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
-    if not 0 < list_threshold < 1:
-        raise ValueError(f"list threshold must be between 0 and 1 (exclusive), not {list_threshold}")
+    for name, v in (("list", list_threshold), ("continue", continue_threshold)):
+        if not 0 < v < 1:
+            raise ValueError(f"{name} threshold must be between 0 and 1 (exclusive), not {v}")
     record = read_template_record(checkpoint) or read_template_record(checkpoint.parent)
     if not record.get("template"):
         raise ValueError(
@@ -62,6 +64,7 @@ def export_student(
     record.update(
         threshold=float(threshold),
         list_threshold=float(list_threshold),
+        **({"continue_threshold": float(continue_threshold)} if continue_threshold != 0.5 else {}),
         base={"name": base_name, "file": base_gguf.name, "sha256": sha256_file(base_gguf)},
         checkpoint=checkpoint.name,
         **(extra or {}),
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--list-threshold", type=float, default=0.5, help="default list threshold (chosen on dev)"
     )
+    ap.add_argument(
+        "--continue-threshold", type=float, default=0.5, help="default continue threshold (chosen on dev)"
+    )
     ap.add_argument("--card", help="model card to copy in as README.md")
     ap.add_argument("--extra", help="JSON object merged into the template record (e.g. dev scores)")
     a = ap.parse_args(argv)
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             card=a.card,
             extra=extra,
             list_threshold=a.list_threshold,
+            continue_threshold=a.continue_threshold,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
