@@ -14,6 +14,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..attention import use_grouped_sdpa
 from ..constraints import DONE, MENTION, NO_PENALTIES, Branch, PassageGrammar, Penalties, TokenIndex, choose
 from ..tokens import prompt_ids
 from ..weights.hf import load_model_and_tokenizer
@@ -131,6 +132,7 @@ class HFEngine(Engine):
     @classmethod
     def load(cls, model, quantization=None, device="auto", adapter=None, dtype=None, **kw) -> HFEngine:
         lm, tok, dev, records = load_model_and_tokenizer(model, quantization, device, adapter, dtype)
+        use_grouped_sdpa(lm)  # on a CPU: shared key/value heads read in place, not copied per query head
         engine = cls(lm, tok, dev, **kw)
         engine.record_dirs = records
         return engine
