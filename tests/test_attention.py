@@ -29,4 +29,3 @@ def test_cpu_models_load_with_grouped_attention_and_answer_the_same(ner):
     for a, b in zip(grouped, copied, strict=True):
         for (_, _, x), (_, _, y) in zip(a.token_spans, b.token_spans, strict=True):
             assert x == pytest.approx(y, abs=1e-4)
-
