@@ -22,11 +22,11 @@ def _branch(t: float):
     return PassageGrammar(TokenIndex(PIECES, [END]), "Paris").branch(list_penalty(t))
 
 
-def _decide(branch, probs: dict[bytes, float]) -> bytes:
+def _decide(branch, probs: dict[bytes, float], pieces: list[bytes] = PIECES) -> bytes:
     """The token greedy takes among the allowed ones, given each allowed piece's probability."""
-    ch = branch.allowed(20)
-    logits = torch.tensor([math.log(probs.get(PIECES[i], 1e-9)) for i in ch.ids])
-    return PIECES[ch.ids[choose(logits, branch, ch, torch.argmax)]]
+    ch = branch.allowed(30)
+    logits = torch.tensor([math.log(probs.get(pieces[i], 1e-9)) for i in ch.ids])
+    return pieces[ch.ids[choose(logits, branch, ch, torch.argmax)]]
 
 
 @pytest.mark.parametrize("t", [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -102,9 +102,7 @@ def _continuing(c: float, prefix: list[bytes]):
 
 
 def _pick(branch, probs: dict[bytes, float]) -> bytes:
-    ch = branch.allowed(30)
-    logits = torch.tensor([math.log(probs.get(MORE[i], 1e-9)) for i in ch.ids])
-    return MORE[ch.ids[choose(logits, branch, ch, torch.argmax)]]
+    return _decide(branch, probs, MORE)
 
 
 @pytest.mark.parametrize("c", [0.1, 0.3, 0.5, 0.7, 0.9])
