@@ -121,9 +121,22 @@ def plan(a: argparse.Namespace) -> list[dict]:
         for n in a.sizes:
             runs.append({"corpus": corpus, "n": n, "adapter": "continue", "replay": True})
         if a.ablation_size:
-            for adapter, replay in (("continue", False), ("stack", True), ("stack", False)):
+            for adapter, replay in a.ablations:
                 runs.append({"corpus": corpus, "n": a.ablation_size, "adapter": adapter, "replay": replay})
     return runs
+
+
+def _ablations(value: str) -> list[tuple[str, bool]]:
+    """``continue-noreplay,stack-replay`` -> [("continue", False), ("stack", True)]."""
+    out = []
+    for item in filter(None, value.split(",")):
+        adapter, _, replay = item.partition("-")
+        if adapter not in ("continue", "stack") or replay not in ("replay", "noreplay"):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: want ADAPTER-replay or ADAPTER-noreplay, ADAPTER continue|stack"
+            )
+        out.append((adapter, replay == "replay"))
+    return out
 
 
 def run_name(r: dict) -> str:
@@ -138,6 +151,8 @@ def main() -> None:
     ap.add_argument(
         "--ablation-size", type=int, default=200, help="size of the replay/stack ablations (0: none)"
     )
+    ap.add_argument("--ablations", type=_ablations, default=_ablations("continue-noreplay,stack-replay,stack-noreplay"),
+                    help="which ablations run at --ablation-size: ADAPTER-replay|noreplay, comma-separated")  # fmt: skip
     ap.add_argument("--test-limit", type=int, default=500, help="first N test sentences of each corpus")
     ap.add_argument("--zs-limit", type=int, default=100, help="first N sentences of each zero-shot set")
     ap.add_argument("--zs-sets", type=lambda v: v.split(","), default=ZERO_SHOT)

@@ -26,7 +26,7 @@ strict span F1 against gold. Each timing is the best of ``--repeats`` runs after
     python benchmarks/bench_cpu.py --quick --json     # 40 sentences at K=8 only; ends in one JSON line
 
 ``--json`` ends in {"k": 8, "speedup": <best path over fp32>, "path": <its name>, "f1_delta": <its F1
-minus fp32's, points>}, where the best path is the fastest whose F1 is within 1 point of fp32's (the
+minus fp32's, points>}, where the best path is the fastest whose F1 is within 1 point of fp32's and that keeps 95% of its answers (the
 rule the library's default follows), and also lists every path's numbers.
 
 ``--record STUDENT_FOLDER`` writes that choice into the student's ``universalner.json`` as its ``"cpu"``
@@ -57,6 +57,7 @@ PATHS = ("fp32", "plain", "fp32-b64", "bf16", "int8", "llamacpp-q8_0", "llamacpp
 EXTRA_TYPES = ["algorithm", "programming language", "award", "book", "band", "chemical compound",
                "scientist", "musical instrument"]  # fmt: skip
 TOLERANCE = 1.0  # F1 points a faster path may lose and still be chosen
+MIN_AGREEMENT = 0.95  # share of fp32's (sentence, type) answers a path must keep to be chosen
 
 
 def load_path(name: str, threads: int):
@@ -174,12 +175,17 @@ RECORDABLE = {
 
 
 def choose(summary: dict, only=None) -> tuple[str, float, float]:
-    """(path, speedup, F1 delta) of the fastest path at K=8 within TOLERANCE F1 points of fp32."""
+    """(path, speedup, F1 delta) of the fastest path at K=8 within TOLERANCE F1 points of fp32 that gives
+    at least MIN_AGREEMENT of fp32's answers: a path that changes more is a different model to its user,
+    whatever its F1 on one dev set (bf16 dropped "Barack Obama" from the README's own sentence)."""
     base = summary["fp32"]["f1"]
     ok = [
         (s["k8"]["speedup"], n)
         for n, s in summary.items()
-        if "f1" in s and abs(s["f1"] - base) <= TOLERANCE and (only is None or n in only)
+        if "f1" in s
+        and abs(s["f1"] - base) <= TOLERANCE
+        and s.get("agreement", 1.0) >= MIN_AGREEMENT
+        and (only is None or n in only)
     ]
     speed, name = max(ok)
     return name, speed, round(summary[name]["f1"] - base, 2)
@@ -199,7 +205,8 @@ def cpu_record(summary: dict, opts, argv: list[str]) -> dict:
     measured = (
         f"benchmarks/bench_cpu.py {' '.join(argv)}: CrossNER politics {opts.split}, first "
         f"{opts.f1_sentences} sentences x 8 types, {opts.threads} threads, {cpu}: strict F1 {per_path}; "
-        f"the fastest within {TOLERANCE:g} F1 point of fp32 that the transformers engine loads is {name}"
+        f"the fastest within {TOLERANCE:g} F1 point of fp32, with at least {MIN_AGREEMENT:.0%} of its answers, "
+        f"that the transformers engine loads is {name}"
     )
     return {**RECORDABLE[name], "measured": measured}
 
@@ -268,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                   "paths": summary}  # fmt: skip
     if 8 in opts.ks:
         name, speed, delta = choose(summary)
-        log(f"fastest within {TOLERANCE} F1 point of fp32 at K=8: {name}, {speed:.2f}x, F1 {delta:+.2f}")
+        log(
+            f"fastest within {TOLERANCE} F1 point of fp32 and {MIN_AGREEMENT:.0%} of its answers at K=8: {name}, {speed:.2f}x, F1 {delta:+.2f}"
+        )
         line = {"k": 8, "speedup": speed, "path": name, "f1_delta": delta, **line}
     if opts.record:
         if 8 not in opts.ks:

@@ -95,3 +95,22 @@ def test_console_script_forwards_the_jobs():
     r = subprocess.run([str(script), "tune", "--output", "x"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "python -m universalner.tune: error:" in r.stderr and "--base-model" in r.stderr
+
+
+def test_cli_dtype_reaches_the_model(test_model_dir):
+    """--dtype bfloat16 loads bf16 weights: the default student's scores from the CLI are those of the same
+    student loaded in bf16 in Python, not float32's (which differ in their last digits at least)."""
+    from universalner import UniversalNER
+
+    text, labels = "Barack Obama met Emmanuel Macron in Paris.", ["person", "location"]
+    r = cli("--dtype", "bfloat16", "--labels", ",".join(labels), text)
+    assert r.returncode == 0, r.stderr
+    got = [(e["text"], e["label"], e["score"]) for e in json.loads(r.stdout)["entities"]]
+    want = {}
+    for dtype in ("bfloat16", "float32"):
+        ner = UniversalNER.from_pretrained(dtype=dtype)
+        want[dtype] = [(e.text, e.label, e.score) for e in ner.extract(text, labels)]
+    assert got == want["bfloat16"] and got
+    assert [s for *_, s in got] != [s for *_, s in want["float32"]]
+    r = cli("--model", test_model_dir, "--dtype", "int4", "--labels", "person", text)
+    assert r.returncode == 2 and "--dtype" in r.stderr

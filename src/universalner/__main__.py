@@ -124,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default="text", help="field of --input JSON lines (default: text)")
     p.add_argument("--output", type=Path, help="write JSON lines here (resumes) instead of stdout")
     p.add_argument("--adapter", help="LoRA adapter folder made by universalner.tune")
-    p.add_argument("--quantization", choices=["4bit", "8bit"], default=None)
+    p.add_argument(
+        "--quantization", choices=["4bit", "8bit", "int8"], default=None,
+        help="4bit/8bit: bitsandbytes; int8: the CPU's own int8 layers (docs/performance.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+        help="weights' dtype (default: bf16 on a GPU, on a CPU what the student records)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--engine", default="transformers")
     p.add_argument("--template", default="auto", choices=["auto", "uniner", "chat"])
@@ -196,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
     ner = ModelSpec(
         args.model, args.quantization, args.device, args.adapter, args.template, args.engine,
-        {"max_new_tokens": args.max_new_tokens},
+        {"max_new_tokens": args.max_new_tokens, **({"dtype": args.dtype} if args.dtype else {})},
     ).load()  # fmt: skip
     out = args.output.open("a", encoding="utf-8") if args.output else sys.stdout
     bar = None
