@@ -26,6 +26,8 @@ stop), and every number the student's record, card and docs state is written her
    and exported with ``tune.export`` (float16, thresholds, dev scores, curve, data sources' sha256).
 7. With ``--export``: ``benchmarks/bench_cpu.py --split dev --record`` chooses the CPU dtype by the rule
    of docs/performance.md.
+8. ``python -m universalner.tune.card`` writes the model card from the record (data sources with their
+   sha256 and licences, dev scores, thresholds, learning curve, CPU path); ``curve.png`` goes beside it.
 
 Checked end to end at toy size (``--steps 2 --every 1 --dev-limit 2 --list-thresholds 0.3
 --continue-thresholds 0.4 --tune-args "--save-steps 1"``): the folded rank-32 adapter is 18.7 MiB in
@@ -231,7 +233,7 @@ def main() -> None:
                 "f1": chosen["best_f1"], "per_set": chosen["per_set"]},
         "curve": [{k: p[k] for k in ("step", "tokens", "f1", "precision", "recall")} for p in points],
         "stage1": str(stage1),
-        "data": {"sources": stats["sources"], "train": stats["train_total"]},
+        "data": {"sources": stats["sources"], "train": stats["train_total"], "train_parts": stats["train"]},
     }  # fmt: skip
     sh("-m", "universalner.tune.export", "--checkpoint", str(folded), "--output", a.export, "--base-gguf",
        gguf.stdout.strip(), "--threshold", str(chosen["best_threshold"]), "--list-threshold",
@@ -240,6 +242,9 @@ def main() -> None:
     # 7. the CPU path, by the rule of docs/performance.md, on dev
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cpu.py"), "--split", "dev", "--ks", "8",
                     "--paths", "fp32,bf16,int8", "--record", a.export], check=True)  # fmt: skip
+    # 8. the model card, from the record alone (licences included), and the learning curve beside it
+    shutil.copy2(out / "curve.png", Path(a.export) / "curve.png")
+    sh("-m", "universalner.tune.card", a.export, "--name", "universalner-135m")
 
 
 if __name__ == "__main__":

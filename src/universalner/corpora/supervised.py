@@ -37,16 +37,16 @@ class Corpus:
         return asked_labels(label_map_for(self.key))
 
 
-CORPORA: tuple[Corpus, ...] = (
-    Corpus("AnatEM", licence="CC BY-SA 3.0 (NaCTeM)"),
-    Corpus("FabNER", licence="see source.txt (DFKI-SLT/fabner; research use)"),
-    Corpus("HarveyNER", licence="see source.txt (brickee/HarveyNER; tweets, research use)"),
-    Corpus("TweetNER7", licence="see source.txt (tner/tweetner7; tweets, research use)"),
-    Corpus("WikiANN-en", licence="see source.txt (unimelb-nlp/wikiann; Wikipedia text)"),
-    Corpus("bc2gm", licence="see source.txt (spyysalo/bc2gm_corpus)"),
-    Corpus("broad_twitter_corpus", licence="CC BY 4.0 (strombergnlp/broad_twitter_corpus)"),
-    Corpus("MultiNERD", train="dev.txt", dev="test.txt", licence="CC BY-NC-SA 4.0 (research use)"),
-    Corpus("WikiNeural", train="dev.txt", dev="test.txt", licence="CC BY-NC-SA 4.0 (research use)"),
+CORPORA: tuple[Corpus, ...] = (  # licences as docs/data_sources.md found them published, with its URLs
+    Corpus("AnatEM", licence="CC BY-SA 3.0"),
+    Corpus("FabNER", licence="none stated by the publisher"),
+    Corpus("HarveyNER", licence="none stated by the publisher; X/Twitter terms for the tweets"),
+    Corpus("TweetNER7", licence="none stated; its author: not for commercial use"),
+    Corpus("WikiANN-en", licence="none stated by the publisher; the text is Wikipedia's (CC BY-SA)"),
+    Corpus("bc2gm", licence="none stated by the publisher"),
+    Corpus("broad_twitter_corpus", licence="CC BY 4.0"),
+    Corpus("MultiNERD", train="dev.txt", dev="test.txt", licence="CC BY-NC-SA 4.0"),
+    Corpus("WikiNeural", train="dev.txt", dev="test.txt", licence="CC BY-NC-SA 4.0"),
 )
 BY_NAME = {c.name: c for c in CORPORA}
 

@@ -93,6 +93,9 @@ def example_conversation(cid: str, text: str, asked: str, mentions: list[str]) -
     return {"id": cid, "conversations": conversation_turns(text, [(asked, format_answer(mentions))], None)}
 
 
+PILENER_LICENCE = "CC BY-NC 4.0"  # Universal-NER/Pile-NER-type's card (docs/data_sources.md)
+
+
 def count_questions(convs: list[dict]) -> dict[str, int]:
     answers = [t["value"] for c in convs for t in c["conversations"][3::2]]
     return {"conversations": len(convs), "questions": len(answers), "empty_answers": answers.count("[]"),
@@ -122,7 +125,7 @@ def mix(cfg: MixConfig) -> dict:
     report = BuildReport()
     parts = {"pilener": conversations(sp.train, cfg.pile_negatives, cfg.seed, report, ask)}
     sampler = NegativeSampler(report.type_counts)
-    sources["pilener"] = {"file": str(bio), "sha256": sha256_file(bio), "passages": sp.passages,
+    sources["pilener"] = {"file": str(bio), "sha256": sha256_file(bio), "licence": PILENER_LICENCE, "passages": sp.passages,
                           "chunks": sp.chunks, "dev_passages": len(sp.dev_passages)}  # fmt: skip
 
     # one-type examples; none that overlaps a Pile-NER dev chunk
@@ -140,9 +143,10 @@ def mix(cfg: MixConfig) -> dict:
         example_conversation(f"pilener_example_{k}", e.text, ask(e.label, rng), list(e.mentions))
         for k, e in enumerate(chosen)
     ]
-    sources["pilener_examples"] = {"file": str(examples_file), "sha256": sha256_file(examples_file),
+    sources["pilener_examples"] = {"file": str(examples_file), "sha256": sha256_file(examples_file), "licence": PILENER_LICENCE,
                                    "available": len(pool), "dropped_overlapping_dev": overlapping}  # fmt: skip
-    sources["pilener_definitions"] = {"file": str(definitions_file), "sha256": sha256_file(definitions_file)}
+    sources["pilener_definitions"] = {"file": str(definitions_file), "sha256": sha256_file(definitions_file),
+                                      "licence": "Apache-2.0 (SLIMER); its example sentences are Pile-NER's, " + PILENER_LICENCE}  # fmt: skip
 
     # supervised corpora, each sentence asked every type of its corpus
     dev_sets: dict[str, list[Sentence]] = {}

@@ -4,8 +4,8 @@ What ships is what inference needs and no more: the adapter weights in float16 (
 the float32 the Trainer saves; LoRA factors are small numbers that float16 holds exactly enough),
 ``adapter_config.json`` naming the base by what it is rather than by a path on the training
 machine, and the template record (layout, threshold chosen on the dev split, and the base GGUF's
-sha256, which inference checks). The model card (``README.md``) is written by hand from the
-measured scores and copied in with ``--card``.
+sha256, which inference checks). The model card (``README.md``) is copied in with ``--card``, or
+written from the record by ``python -m universalner.tune.card`` (``tune/card.py``).
 """
 
 from __future__ import annotations
