@@ -52,7 +52,7 @@ def test_it_ships_in_the_package():
     assert record["template"] == "chat" and 0 <= record["threshold"] < 1
     assert len(record["base"]["sha256"]) == 64
     card = (folder / "README.md").read_text()
-    for must in ("Pile-NER", "research", "Apache-2.0", "Q4_1", "recipes/universalner_135m.py", "F1"):
+    for must in ("Pile-NER", "non-commercial", "Apache-2.0", "Q4_1", "recipes/universalner_135m.py", "F1"):
         assert must in card, must
 
 
