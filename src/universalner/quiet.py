@@ -8,7 +8,7 @@ and bitsandbytes' note about optional CPU kernels: nothing a user of the command
 * the ``universalner`` logger prints its INFO messages (one line when a GGUF file is converted, once)
   and warnings to stderr as ``universalner: ...``;
 * transformers logs errors only and shows no progress bars; bitsandbytes, accelerate, peft,
-  huggingface_hub, torch and torchao log errors only; FutureWarning and DeprecationWarning raised
+  huggingface_hub, kernels (transformers' kernel hub), torch and torchao log errors only; FutureWarning and DeprecationWarning raised
   outside ``universalner`` are not shown (they speak to the developers of the code that raised them);
   torch and transformers are set when they are imported (torch resets its loggers then), so
   ``setup()`` imports neither;
@@ -38,7 +38,17 @@ from typing import Any
 _VERBOSE = False  # set by setup(verbose=True)
 
 #: libraries whose INFO/WARNING logs are for their own developers, not for a user of the command line
-LIBRARIES = ("bitsandbytes", "accelerate", "peft", "huggingface_hub", "torch", "torchao", "filelock", "httpx")
+LIBRARIES = (
+    "bitsandbytes",
+    "accelerate",
+    "peft",
+    "huggingface_hub",
+    "kernels",
+    "torch",
+    "torchao",
+    "filelock",
+    "httpx",
+)
 
 
 class _Stderr(logging.StreamHandler):
@@ -206,6 +216,11 @@ def loading_quietly(verbose: bool = False):
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    kernels = logging.getLogger(
+        "kernels"
+    )  # transformers' kernel hub: "Skipping publisher trust check" offline
+    kernels_level = kernels.level
+    kernels.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), progress_bars(False):
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -215,3 +230,4 @@ def loading_quietly(verbose: bool = False):
             yield
     finally:
         hf_logging.set_verbosity(level)
+        kernels.setLevel(kernels_level)
