@@ -216,9 +216,8 @@ def loading_quietly(verbose: bool = False):
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    kernels = logging.getLogger(
-        "kernels"
-    )  # transformers' kernel hub: "Skipping publisher trust check" offline
+    # transformers' kernel hub logs through its own package, not transformers' logger
+    kernels = logging.getLogger("kernels")
     kernels_level = kernels.level
     kernels.setLevel(logging.ERROR)
     try:
