@@ -29,6 +29,8 @@ RECORD = {
         "train_parts": {"pilener": {"conversations": 1000}, "broad_twitter_corpus": {"conversations": 234}},
     },
     "cpu": {"dtype": "float32", "measured": "bench_cpu on dev"},
+    "curve_image": "curve.png",
+    "recipe": "python recipes/universalner_135m_v2.py --export DIR",
 }  # fmt: skip
 
 
@@ -43,6 +45,8 @@ def test_card_states_what_the_record_holds():
     assert "List threshold 0.3, continue threshold 0.4, score threshold 0.2" in card and "**41.2**" in card
     assert "| AnatEM | 32.5 |" in card
     assert "**float32**" in card and "bench_cpu on dev" in card
+    assert "![learning curve on dev](curve.png)" in card
+    assert "`python recipes/universalner_135m_v2.py --export DIR` rebuilds this student" in card
 
 
 def test_commercial_sources_only():

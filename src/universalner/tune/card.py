@@ -83,7 +83,12 @@ def _rest(record: dict) -> list[str]:
     """Everything after the data: training, curve, thresholds, CPU path, benchmark, limits."""
     out = ["## Training", ""]
     if record.get("stage1"):
-        out.append(f"Stage 2 of training, on top of `{Path(record['stage1']).name}` merged into its base. ")
+        sha = record.get("stage1_sha256")
+        out.append(
+            f"Stage 2 of training, on top of `{Path(record['stage1']).name}`"
+            + (f" (adapter sha256 `{sha[:12]}`)" if sha else "")
+            + " merged into its base. "
+        )
     out.append(
         f"Method {record.get('method', 'lora')}, maximum length {record.get('max_length', '?')} tokens, "
         f"the chosen checkpoint `{record.get('checkpoint', '?')}`."
@@ -94,6 +99,8 @@ def _rest(record: dict) -> list[str]:
                 "", "| step | tokens | precision | recall | F1 |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
         out += [f"| {p['step']} | {p['tokens']:,} | {_pct(p['precision'])} | {_pct(p['recall'])} | {_pct(p['f1'])} |"
                 for p in curve]  # fmt: skip
+    if record.get("curve_image"):
+        out += ["", f"![learning curve on dev]({record['curve_image']})"]
     dev = record.get("dev") or {}
     out += ["", "## Thresholds, chosen on dev", ""]
     out.append(
@@ -115,6 +122,9 @@ def _rest(record: dict) -> list[str]:
         out += ["", "## Zero-shot benchmark", "", bench.get("note", ""), "",
                 "| set | F1 |", "|---|---:|"]  # fmt: skip
         out += [f"| {k} | {_pct(v)} |" for k, v in bench.get("sets", {}).items()]
+    if record.get("recipe"):
+        out += ["", "## Reproduce", "", f"`{record['recipe']}` rebuilds this student, from the library's "
+                "repository and the data sources above, with the library's own commands (every step resumes)."]  # fmt: skip
     out += ["", "## Limits", "",
             "- A 135M-parameter student: it misses mentions a larger model finds and sometimes answers a type "
             "with the wrong kind of mention; measure it on your own sentences (`python -m universalner.evaluate`).",
