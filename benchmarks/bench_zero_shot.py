@@ -12,6 +12,10 @@ shipped student ``universalner-135m`` with its own thresholds; ``--model`` takes
 ``--conll`` uses the CoNLL test files of ``../shared/data/crossner`` and the library's label maps
 instead (same sentences, tokens joined by spaces). Answers are stored as they come, so an interrupted
 run continues where it stopped.
+
+``--record STUDENT_FOLDER`` writes the official F1 per set and their average into the student's
+``universalner.json`` as its ``"benchmark"`` block (the model card, ``python -m universalner.tune.card``,
+shows it), so the card's benchmark numbers are this command's, never typed by hand.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def cli() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--unconstrained", action="store_true", help="free decoding, as the reference")
+    p.add_argument("--record", help="write the scores into this student folder's universalner.json")
     a = p.parse_args()
 
     model = a.model
@@ -97,6 +102,30 @@ def cli() -> None:
             f"{name:22s} official F1 {100 * r['official']['f1']:5.1f}  strict F1 {100 * r['strict']['f1']:5.1f}  "
             f"predicted {r['official']['predicted']:4d} / gold {r['official']['gold']:4d}"
         )
+    if a.record:
+        write_benchmark(Path(a.record), sets, a)
+
+
+def write_benchmark(folder: Path, sets: dict, a: argparse.Namespace) -> None:
+    """The record's ``"benchmark"`` block: official F1 per set, the average, and how it was measured."""
+    rec_path = folder / "universalner.json"
+    if not rec_path.is_file():
+        raise SystemExit(f"--record {folder}: no universalner.json there (not a student folder)")
+    rec = json.loads(rec_path.read_text())
+    scores = {name: round(r["official"]["f1"], 4) for name, r in sets.items()}
+    n = sum(r["n_sentences"] for r in sets.values())
+    how = f"the first {a.limit} sentences of each set" if a.limit else "every sentence of each set"
+    rec["benchmark"] = {
+        "note": f"`benchmarks/bench_zero_shot.py` on the reference's zero-shot files, {how} ({n} in all), "
+        "official metric, this student's own thresholds and CPU path; none of these sets was trained on or "
+        "used for any choice.",
+        "sets": scores,
+        "average": round(sum(scores.values()) / len(scores), 4),
+        "sentences": n,
+        "limit": a.limit or 0,
+    }
+    rec_path.write_text(json.dumps(rec, indent=2) + "\n")
+    print(f"wrote the benchmark block into {rec_path}")
 
 
 if __name__ == "__main__":

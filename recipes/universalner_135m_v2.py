@@ -15,7 +15,7 @@ stop), and every number the student's record, card and docs state is written her
 2. Stage 1 merged into its base as a float32 folder (``base/``): stage 2's LoRA trains on top of it
    (``tune --from --adapter stack`` does the same for users' data).
 3. ``tune``: LoRA r 16 / alpha 32 on all linear layers, lr 3e-4 cosine, warmup 4%, 16 conversations a
-   step, ``--steps`` steps (500: 8,000 conversations, about 2.1 M tokens, 59% of one pass over the
+   step, ``--steps`` steps (700: 11,200 conversations, about 2.9 M tokens, 83% of one pass over the
    mixture), seed 0, a checkpoint every 10 steps.
 4. ``evaluate run`` on the first ``--dev-limit`` (30) sentences of every dev set for every
    ``--every``-th (100) checkpoint at list threshold 0.3, continue threshold 0.5 and no score
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "recipe-135m-v2"))
     ap.add_argument("--stage1", help="the student stage 2 starts from (default: rebuilt by the first recipe)")
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--every", type=int, default=100, help="evaluate every N steps' checkpoint on dev")
     ap.add_argument("--dev-limit", type=int, default=30, help="first N sentences of each dev set (0: all)")
     ap.add_argument("--list-thresholds", type=lambda v: [float(x) for x in v.split(",")], default=[0.3, 0.4])

@@ -122,6 +122,8 @@ def _rest(record: dict) -> list[str]:
         out += ["", "## Zero-shot benchmark", "", bench.get("note", ""), "",
                 "| set | F1 |", "|---|---:|"]  # fmt: skip
         out += [f"| {k} | {_pct(v)} |" for k, v in bench.get("sets", {}).items()]
+        if "average" in bench:
+            out.append(f"| **average** | **{_pct(bench['average'])}** |")
     if record.get("recipe"):
         out += ["", "## Reproduce", "", f"`{record['recipe']}` rebuilds this student, from the library's "
                 "repository and the data sources above, with the library's own commands (every step resumes)."]  # fmt: skip
