@@ -18,7 +18,7 @@ stop), and every number the student's record, card and docs state is written her
    step, ``--steps`` steps (700: 11,200 conversations, about 2.9 M tokens, 83% of one pass over the
    mixture), seed 0, a checkpoint every 10 steps.
 4. ``evaluate run`` on the first ``--dev-limit`` (30) sentences of every dev set for every
-   ``--every``-th (100) checkpoint at list threshold 0.3, continue threshold 0.5 and no score
+   ``--every``-th (350) checkpoint and the last at list threshold 0.3, continue threshold 0.5 and no score
    threshold: the learning curve (mean official F1 over the dev sets), ``curve.png``. The best
    checkpoint has the highest mean F1; a tie (equal to 4 decimals) goes to the later checkpoint.
 5. For it, dev runs at each (list threshold, continue threshold) of the grid (0.3, 0.4 x 0.3, 0.5; the
@@ -37,10 +37,9 @@ Checked end to end at toy size (``--steps 2 --every 1 --dev-limit 2 --list-thres
 float16 and loads on the shipped base like any student. The merged base it trains on is byte-identical
 to the one the running stage-2 training uses (sha256 of ``model.safetensors``).
 
-Step 3 is the long one: about 11 s a step with both cores of the AVX512-BF16/AMX CPU of this project
-(bfloat16 autocast), so 500 steps take about 1.5 hours (about 40 s a step in float32 on one core of an
-AVX2-only CPU: 5.5 hours); run it in the background and rerun the same command to resume. Steps 4-7
-take about 45 minutes more on the AMX CPU.
+Step 3 is the long one: about 9-10 s a step with both cores of the AVX512-BF16/AMX CPU of this project
+(bfloat16 autocast), so 700 steps take about 2 hours (about 40 s a step in float32 on one core of an
+AVX2-only CPU: 8 hours); run it in the background and rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -144,7 +143,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "recipe-135m-v2"))
     ap.add_argument("--stage1", help="the student stage 2 starts from (default: rebuilt by the first recipe)")
     ap.add_argument("--steps", type=int, default=700)
-    ap.add_argument("--every", type=int, default=100, help="evaluate every N steps' checkpoint on dev")
+    ap.add_argument(
+        "--every", type=int, default=350, help="evaluate every N steps' checkpoint and the last on dev"
+    )
     ap.add_argument("--dev-limit", type=int, default=30, help="first N sentences of each dev set (0: all)")
     ap.add_argument("--list-thresholds", type=lambda v: [float(x) for x in v.split(",")], default=[0.3, 0.4])
     ap.add_argument(
@@ -190,7 +191,9 @@ def main() -> None:
     sets = dev_sets(mix)
     per_step = 16 * mean_tokens(tune_dir)  # batch 4 x accumulation 4 conversations a step
     checkpoints = sorted(tune_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    chosen_among = [c for c in checkpoints if int(c.name.split("-")[1]) % a.every == 0] or checkpoints[-1:]
+    chosen_among = [c for c in checkpoints[:-1] if int(c.name.split("-")[1]) % a.every == 0] + checkpoints[
+        -1:
+    ]
     points = []
     for ck in chosen_among:
         step = int(ck.name.split("-")[1])
