@@ -30,6 +30,7 @@ RECORD = {
     },
     "cpu": {"dtype": "float32", "measured": "bench_cpu on dev"},
     "curve_image": "curve.png",
+    "training_note": "Shortened from 700 to 600 steps at step 270.",
     "benchmark": {"note": "bench_zero_shot on all sentences", "sets": {"CrossNER_AI": 0.371, "mit-restaurant": 0.18},
                   "average": 0.2755},
     "recipe": "python recipes/universalner_135m_v2.py --export DIR",
@@ -48,6 +49,7 @@ def test_card_states_what_the_record_holds():
     assert "| AnatEM | 32.5 |" in card
     assert "**float32**" in card and "bench_cpu on dev" in card
     assert "![learning curve on dev](curve.png)" in card
+    assert "\nShortened from 700 to 600 steps at step 270.\n" in card
     assert "bench_zero_shot on all sentences" in card and "| CrossNER_AI | 37.1 |" in card
     assert "| **average** | **27.6** |" in card
     assert "`python recipes/universalner_135m_v2.py --export DIR` rebuilds this student" in card

@@ -93,6 +93,8 @@ def _rest(record: dict) -> list[str]:
         f"Method {record.get('method', 'lora')}, maximum length {record.get('max_length', '?')} tokens, "
         f"the chosen checkpoint `{record.get('checkpoint', '?')}`."
     )
+    if record.get("training_note"):
+        out += ["", record["training_note"]]
     curve = record.get("curve") or []
     if curve:
         out += ["", "Learning curve on dev (mean official F1 over the dev sets, list threshold of the curve):",
