@@ -112,7 +112,7 @@ def write_benchmark(folder: Path, sets: dict, a: argparse.Namespace) -> None:
     if not rec_path.is_file():
         raise SystemExit(f"--record {folder}: no universalner.json there (not a student folder)")
     rec = json.loads(rec_path.read_text())
-    scores = {name: round(r["official"]["f1"], 4) for name, r in sets.items()}
+    scores = {name: round(r["official"]["f1"], 6) for name, r in sets.items()}
     n = sum(r["n_sentences"] for r in sets.values())
     how = f"the first {a.limit} sentences of each set" if a.limit else "every sentence of each set"
     rec["benchmark"] = {
@@ -120,7 +120,7 @@ def write_benchmark(folder: Path, sets: dict, a: argparse.Namespace) -> None:
         "official metric, this student's own thresholds and CPU path; none of these sets was trained on or "
         "used for any choice.",
         "sets": scores,
-        "average": round(sum(scores.values()) / len(scores), 4),
+        "average": round(sum(scores.values()) / len(scores), 6),
         "sentences": n,
         "limit": a.limit or 0,
     }

@@ -91,7 +91,7 @@ def _rest(record: dict) -> list[str]:
         )
     out.append(
         f"Method {record.get('method', 'lora')}, maximum length {record.get('max_length', '?')} tokens, "
-        f"the chosen checkpoint `{record.get('checkpoint', '?')}`."
+        f"the chosen checkpoint `{(record.get('dev') or {}).get('checkpoint') or record.get('checkpoint', '?')}`."
     )
     if record.get("training_note"):
         out += ["", record["training_note"]]
@@ -113,7 +113,7 @@ def _rest(record: dict) -> list[str]:
         + "."
     )
     if dev.get("per_set"):
-        out += ["", "| dev set | F1 |", "|---|---:|"]
+        out += ["", "| dev set | F1 at score threshold 0 |", "|---|---:|"]
         out += [f"| {k} | {_pct(v)} |" for k, v in sorted(dev["per_set"].items())]
     cpu = record.get("cpu")
     if cpu:
