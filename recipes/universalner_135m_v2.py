@@ -1,4 +1,4 @@
-"""The next default student: ``universalner-135m`` trained on every allowed source, with one command.
+"""The default student 0.2: ``universalner-135m`` trained on every allowed source, with one command.
 
     python recipes/universalner_135m_v2.py [--shared ../shared] [--out runs/recipe-135m-v2] \
         [--stage1 STUDENT] [--export src/universalner/students/universalner-135m]
