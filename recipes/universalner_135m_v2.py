@@ -222,13 +222,14 @@ def main() -> None:
         json.dumps({"checkpoint": best, "trials": trials, "chosen": chosen}, indent=1)
     )
     # 6. fold and export
+    from universalner.weights.resolve import resolve_model
+
     folded = out / "folded"
     if not (folded / "adapter_config.json").is_file():
         tmp = out / "folded.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(tune_dir / best["checkpoint"], tmp)
         from universalner.tune.adapt import stack_adapters
-        from universalner.weights.resolve import resolve_model
 
         stack_adapters(Path(resolve_model(stage1)), tmp)
         tmp.replace(folded)
@@ -238,7 +239,6 @@ def main() -> None:
         [sys.executable, "-m", "universalner.weights.shipped"], capture_output=True, text=True
     )
     from universalner.checksums import sha256_file
-    from universalner.weights.resolve import resolve_model
 
     stats = json.loads((mix / "stats.json").read_text())
     extra = {
