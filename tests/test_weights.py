@@ -401,3 +401,20 @@ def test_the_merged_copy_kept_in_bf16_equals_the_float32_merge_rounded(tmp_path,
     ):
         x, y = dict(a()), dict(b())
         assert x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
+
+
+def test_special_tokens_come_from_the_gguf_header(test_gguf, test_model_dir):
+    """transformers 5.17 reads SmolLM2's GGUF with <|im_start|> as eos; the converted folder must say
+    what the file's header says (eos and pad <|im_end|>), whatever the transformers version."""
+    from transformers import AutoTokenizer
+
+    from universalner.weights.gguf import read_gguf_metadata, special_tokens_as_in_gguf
+
+    meta = read_gguf_metadata(test_gguf, ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id"])
+    tok = AutoTokenizer.from_pretrained(str(test_model_dir))
+    assert tok.eos_token_id == meta["tokenizer.ggml.eos_token_id"] and tok.eos_token == "<|im_end|>"
+    assert tok.pad_token_id == meta["tokenizer.ggml.padding_token_id"]
+    tok.eos_token, tok.pad_token = "<|im_start|>", None  # as transformers 5.17 reads the file
+    assert special_tokens_as_in_gguf(tok, meta) == ["eos_token", "pad_token"]
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|im_end|>")
+    assert special_tokens_as_in_gguf(tok, meta) == []  # nothing left to mend

@@ -209,6 +209,33 @@ def find_gguf(model: str | os.PathLike) -> Path:
     )
 
 
+_SPECIAL_TOKENS = (
+    ("bos_token", "tokenizer.ggml.bos_token_id"),
+    ("eos_token", "tokenizer.ggml.eos_token_id"),
+    ("unk_token", "tokenizer.ggml.unknown_token_id"),
+    ("pad_token", "tokenizer.ggml.padding_token_id"),
+)
+
+
+def special_tokens_as_in_gguf(tok: Any, metadata: dict[str, Any]) -> list[str]:
+    """Set the tokenizer's bos/eos/unk/pad tokens to the ids the GGUF header names; return the changed.
+
+    Some transformers versions (5.17) read SmolLM2's GGUF with ``<|im_start|>`` as eos and no pad,
+    where the file says ``<|im_end|>`` for both: the chat turn's end would then never stop an answer,
+    and a record written from it would name the wrong eos. The header is the file's own word.
+    """
+    changed = []
+    for name, key in _SPECIAL_TOKENS:
+        i = metadata.get(key)
+        if not isinstance(i, int) or not 0 <= i < len(tok):
+            continue
+        token = tok.convert_ids_to_tokens(i)
+        if getattr(tok, name, None) != token:
+            setattr(tok, name, token)
+            changed.append(name)
+    return changed
+
+
 def _converted(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()
 
@@ -226,7 +253,8 @@ def gguf_to_folder(gguf: str | os.PathLike, progress: bool | None = None) -> Pat
     if not gguf.is_file():
         raise ModelNotFoundError(f"GGUF file not found: {gguf}")
     st = gguf.stat()
-    key = hashlib.sha1(f"{gguf}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    # "|tokens": copies made before the special tokens were taken from the header convert again
+    key = hashlib.sha1(f"{gguf}|{st.st_size}|{int(st.st_mtime)}|tokens".encode()).hexdigest()[:16]
     where = hashlib.sha1(str(gguf).encode()).hexdigest()[:12]
     slot = Slot(cache_dir() / "gguf" / f"{gguf.stem}-{where}", key)
     if slot.folder.is_dir():
@@ -262,6 +290,7 @@ def gguf_to_folder(gguf: str | os.PathLike, progress: bool | None = None) -> Pat
             f"could not read {gguf} as a GGUF model ({type(e).__name__}: {e}); "
             "is the file complete? Download it again or give another model"
         ) from e
+    special_tokens_as_in_gguf(tok, read_gguf_metadata(gguf, [k for _, k in _SPECIAL_TOKENS]))
     # transformers marks GGUF-loaded models as quantized and refuses to save them otherwise
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
