@@ -200,3 +200,31 @@ def test_full_fine_tuning_saves_a_model(test_model_dir, tiny_conll, tmp_path):
     assert len(changed) > 10  # one step at lr 2e-5 moved the weights
     student = UniversalNER.from_pretrained(out, device="cpu", max_new_tokens=4)
     assert student.template.layout == "chat" and student.record["method"] == "full"
+
+    # the fine-tune as a LoRA adapter: at full rank its merge gives the tuned linear layers back
+    from transformers import AutoModelForCausalLM
+
+    from universalner.tune.extract import extract_lora
+    from universalner.tune.extract import main as extract_main
+    from universalner.weights.lora import merge_lora
+
+    report = extract_lora(test_model_dir, out, tmp_path / "r576", rank=576)
+    assert report["modules"] == 210 and report["max_relative_error"] < 1e-3
+    assert 0 < report["share_of_change_outside_linear_layers"] < 1  # embeddings and norms moved too
+    model = AutoModelForCausalLM.from_pretrained(test_model_dir, dtype=torch.float32)
+    assert merge_lora(model, tmp_path / "r576")  # a plain LoRA: folded without peft
+    merged = model.state_dict()
+    for k in [k for k in changed if k.endswith("proj.weight")]:
+        assert torch.allclose(merged[k], tuned[k].float(), atol=1e-5), k
+    # a small rank loses some of the change and says how much; the adapter loads like any student
+    small = extract_lora(test_model_dir, out, tmp_path / "r8", rank=8)
+    assert 0 < small["mean_relative_error"] < 1
+    adapted = UniversalNER.from_pretrained(tmp_path / "r8", device="cpu", max_new_tokens=4)
+    assert adapted.record["extraction"]["rank"] == 8 and adapted.template.layout == "chat"
+    # a folder that is not a full fine-tune gets one clear error, not a traceback
+    assert (
+        extract_main(
+            ["--base", str(test_model_dir), "--full", str(tmp_path / "r8"), "--output", str(tmp_path / "x")]
+        )
+        == 2
+    )
