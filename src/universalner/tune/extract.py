@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..weights.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from ..weights.record import TEMPLATE_RECORD, read_template_record
+from ..weights.record import TEMPLATE_RECORD, read_template_record, write_template_record
 
 LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _TOKENIZER_FILES = (
@@ -117,8 +117,7 @@ def extract_lora(
         if lost_norm + kept_norm
         else 0.0,
     }
-    rec = dict(record, method="full, extracted to LoRA", extraction=report)
-    (tmp / TEMPLATE_RECORD).write_text(json.dumps(rec, indent=2) + "\n")
+    write_template_record(tmp, **dict(record, method="full, extracted to LoRA", extraction=report))
     for name in _TOKENIZER_FILES:
         if (full / name).is_file():
             shutil.copy2(full / name, tmp / name)
