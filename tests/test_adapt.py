@@ -42,7 +42,8 @@ def test_continue_with_dev_thresholds_and_replay(test_gguf, tmp_path, capsys):
     out = tmp_path / "student"
     rc = main(
         ["--from", "universalner-135m", "--data", str(data), "--output", str(out), "--dev-share", "0.5",
-         "--labels", "DRUG=drug,SYMPTOM=symptom", "--replay", str(replay), "--replay-ratio", "0.4", *TINY]
+         "--labels", "DRUG=drug,SYMPTOM=symptom", "--replay", str(replay), "--replay-ratio", "0.4",
+         "--list-thresholds", "0.3,0.5", "--continue-thresholds", "0.3,0.5", *TINY]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 0, err
@@ -53,7 +54,12 @@ def test_continue_with_dev_thresholds_and_replay(test_gguf, tmp_path, capsys):
     assert record["base"]["sha256"]  # found by hash on any machine, as the shipped student's base
     dev = record["dev"]
     assert record["threshold"] == dev["threshold"] and record["list_threshold"] == dev["list_threshold"]
-    assert len(dev["trials"]) == 3 * 10
+    assert len(dev["trials"]) == 2 * 2 * 10  # list x continue thresholds x score thresholds
+    assert {(t["list_threshold"], t["continue_threshold"]) for t in dev["trials"]} == {
+        (0.3, 0.3), (0.3, 0.5), (0.5, 0.3), (0.5, 0.5)
+    }  # fmt: skip
+    # 0.5 (plain greedy) is what no key means; any other choice is written
+    assert record.get("continue_threshold", 0.5) == dev["continue_threshold"]
     convs = json.loads((out / "adapt" / "train.json").read_text())
     users = [c for c in convs if c["id"].startswith("user_")]
     # every label asked of every sentence, in the plain form inference uses
@@ -64,6 +70,7 @@ def test_continue_with_dev_thresholds_and_replay(test_gguf, tmp_path, capsys):
 
     ner = UniversalNER.from_pretrained(str(out))
     assert ner.threshold == dev["threshold"] and ner.list_threshold == dev["list_threshold"]
+    assert ner.continue_threshold == dev["continue_threshold"]
     ents = ner.extract("Morphine eased the pain.", ["drug"])
     assert all(e.label == "drug" for e in ents)
 
@@ -144,6 +151,10 @@ def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
         == 2
     )
     assert f"{dev}:1: label 'MEDICINE' ('Aspirin') is not in --labels" in capsys.readouterr().err
+    assert not out.exists()
+    args = ["--from", "universalner-135m", "--data", str(data), "--output", str(out)]
+    assert main([*args, "--continue-thresholds", "0.3,1.5"]) == 2
+    assert "continue thresholds must be between 0 and 1 (exclusive), not 1.5" in capsys.readouterr().err
     assert not out.exists()
 
 

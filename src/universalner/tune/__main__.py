@@ -107,7 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of --data held out to choose the thresholds (none under 5 sentences)",
     )  # fmt: skip
     a.add_argument("--spans-key", help="read doc.spans[KEY] of a .spacy file instead of doc.ents")
+    a.add_argument("--list-thresholds", type=_floats, default=None,
+                   help="list thresholds tried on the dev share (default 0.3,0.4,0.5)")  # fmt: skip
+    a.add_argument("--continue-thresholds", type=_floats, default=None,
+                   help="continue thresholds tried on the dev share (default 0.5: plain greedy; lower: longer lists)")  # fmt: skip
     return p
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated numbers, not {value!r}") from None
 
 
 def _or(value, default):
@@ -166,6 +177,8 @@ def adapt_config_from_args(args: argparse.Namespace):
         dev=args.dev,
         dev_share=args.dev_share,
         spans_key=args.spans_key,
+        list_thresholds=_or(args.list_thresholds, a.list_thresholds),
+        continue_thresholds=_or(args.continue_thresholds, a.continue_thresholds),
         epochs=_or(args.epochs, a.epochs),
         max_steps=args.max_steps,
         lr=args.lr,

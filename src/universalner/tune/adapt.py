@@ -40,6 +40,7 @@ ADAPT_DIR = "adapt"  # inside the output: the training conversations, the dev sh
 # how the shipped student's own conversations were made from Pile-NER (recipes/universalner_135m.py)
 REPLAY_CONVERT = {"negatives": 6, "max_words": 64, "natural": 0.5, "seed": 0}
 LIST_THRESHOLDS = (0.3, 0.4, 0.5)
+CONTINUE_THRESHOLDS = (0.5,)  # 0.5: plain greedy; lower values write more mentions a list (docs/inference.md)
 SCORE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(10))
 
 
@@ -58,6 +59,7 @@ class AdaptConfig:
     dev_share: float = 0.2
     spans_key: str | None = None
     list_thresholds: tuple[float, ...] = LIST_THRESHOLDS
+    continue_thresholds: tuple[float, ...] = CONTINUE_THRESHOLDS
     epochs: float = 2.0
     max_steps: int = -1
     lr: float | None = None
@@ -82,9 +84,12 @@ class AdaptConfig:
             raise ValueError(f"--dev-share must be in [0, 1), not {self.dev_share}")
         if self.replay_ratio < 0:
             raise ValueError(f"--replay-ratio must be 0 or more, not {self.replay_ratio}")
-        for t in self.list_thresholds:
-            if not 0 < t < 1:
-                raise ValueError(f"list thresholds must be between 0 and 1 (exclusive), not {t}")
+        for kind, values in (("list", self.list_thresholds), ("continue", self.continue_thresholds)):
+            if not values:
+                raise ValueError(f"--{kind}-thresholds needs at least one value")
+            for t in values:
+                if not 0 < t < 1:
+                    raise ValueError(f"{kind} thresholds must be between 0 and 1 (exclusive), not {t}")
 
 
 @dataclass
@@ -273,12 +278,16 @@ def dev_set(sentences: list[Sentence], labels: list[str], path: Path):
 
 
 def choose_thresholds(
-    output: Path, dev: list[Sentence], labels: list[str], list_thresholds: tuple[float, ...]
+    output: Path,
+    dev: list[Sentence],
+    labels: list[str],
+    list_thresholds: tuple[float, ...],
+    continue_thresholds: tuple[float, ...] = CONTINUE_THRESHOLDS,
 ) -> dict[str, Any]:
-    """The list and score thresholds with the best strict span F1 on the dev share.
+    """The list, continue and score thresholds with the best strict span F1 on the dev share.
 
-    ``evaluate``'s own machinery: one ``run`` per list threshold (answers stored with every mention's
-    score), then every score threshold scored from the stored answers without the model.
+    ``evaluate``'s own machinery: one ``run`` per (list, continue) threshold pair (answers stored with
+    every mention's score), then every score threshold scored from the stored answers without the model.
     """
     from ..evaluate.runner import ModelSpec, read_predictions, run_benchmark, score_set
 
@@ -287,22 +296,33 @@ def choose_thresholds(
     shutil.rmtree(output / ADAPT_DIR / "dev-runs", ignore_errors=True)
     trials = []
     for lt in list_thresholds:
-        folder = output / ADAPT_DIR / "dev-runs" / f"lt{lt}"
-        spec = ModelSpec(str(output.resolve()), options={"list_threshold": lt})
-        run_benchmark([ds], spec, folder, progress=False, threshold=0.0)
-        done = read_predictions(folder / ds.name / "predictions.jsonl")
-        for t in SCORE_THRESHOLDS:
-            res = score_set(ds, done, t)
-            trials.append(
-                {
-                    "list_threshold": lt,
-                    "threshold": t,
-                    **{f"strict_{k}": round(res["strict"][k], 4) for k in ("precision", "recall", "f1")},
-                    "official_f1": round(res["official"]["f1"], 4),
-                }
-            )
-    # ties: the higher thresholds (fewer, surer mentions)
-    best = max(trials, key=lambda t: (t["strict_f1"], t["threshold"], t["list_threshold"]))
+        for ct in continue_thresholds:
+            folder = output / ADAPT_DIR / "dev-runs" / (f"lt{lt}" if ct == 0.5 else f"lt{lt}-ct{ct}")
+            options = {"list_threshold": lt, "continue_threshold": ct}
+            run_benchmark([ds], ModelSpec(str(output.resolve()), options=options), folder, progress=False,
+                          threshold=0.0)  # fmt: skip
+            done = read_predictions(folder / ds.name / "predictions.jsonl")
+            for t in SCORE_THRESHOLDS:
+                res = score_set(ds, done, t)
+                trials.append(
+                    {
+                        "list_threshold": lt,
+                        "continue_threshold": ct,
+                        "threshold": t,
+                        **{f"strict_{k}": round(res["strict"][k], 4) for k in ("precision", "recall", "f1")},
+                        "official_f1": round(res["official"]["f1"], 4),
+                    }
+                )
+    # ties: the higher thresholds (fewer, surer mentions), then plain greedy's continue threshold
+    best = max(
+        trials,
+        key=lambda t: (
+            t["strict_f1"],
+            t["threshold"],
+            t["list_threshold"],
+            -abs(t["continue_threshold"] - 0.5),
+        ),
+    )
     return {**best, "sentences": len(dev), "trials": trials}
 
 
@@ -392,7 +412,17 @@ def adapt(cfg: AdaptConfig) -> AdaptResult:
     record = {
         k: v
         for k, v in parent_record.items()
-        if k in ("template", "eos", "max_length", "base", "cpu", "threshold", "list_threshold")
+        if k
+        in (
+            "template",
+            "eos",
+            "max_length",
+            "base",
+            "cpu",
+            "threshold",
+            "list_threshold",
+            "continue_threshold",
+        )
     }
     if "cpu" in record:
         record["cpu"] = {
@@ -424,15 +454,20 @@ def adapt(cfg: AdaptConfig) -> AdaptResult:
     thresholds: dict[str, Any] = {}
     if dev:
         say(
-            f"choosing the thresholds on {len(dev)} dev sentences (list thresholds {list(cfg.list_thresholds)})"
+            f"choosing the thresholds on {len(dev)} dev sentences (list thresholds {list(cfg.list_thresholds)}, "
+            f"continue thresholds {list(cfg.continue_thresholds)})"
         )
-        thresholds = choose_thresholds(out, dev, labels, cfg.list_thresholds)
+        thresholds = choose_thresholds(out, dev, labels, cfg.list_thresholds, cfg.continue_thresholds)
         record.update(
             threshold=thresholds["threshold"], list_threshold=thresholds["list_threshold"], dev=thresholds
         )
+        record.pop("continue_threshold", None)  # 0.5 (plain greedy) is what no key means
+        if thresholds["continue_threshold"] != 0.5:
+            record["continue_threshold"] = thresholds["continue_threshold"]
         write_template_record(out, **record)
         say(
-            f"dev: list threshold {thresholds['list_threshold']}, score threshold {thresholds['threshold']}: "
+            f"dev: list threshold {thresholds['list_threshold']}, continue threshold "
+            f"{thresholds['continue_threshold']}, score threshold {thresholds['threshold']}: "
             f"strict F1 {100 * thresholds['strict_f1']:.1f} (precision {100 * thresholds['strict_precision']:.1f}, "
             f"recall {100 * thresholds['strict_recall']:.1f})"
         )
