@@ -162,12 +162,22 @@ def main() -> None:
     ap.add_argument(
         "--tune-args", default="", help="extra arguments for every `tune --from`, e.g. '--epochs 3'"
     )
+    ap.add_argument("--compare", nargs="+", metavar="OUT[=NAME]",
+                    help="compare finished runs of other settings (--out folders of runs with other --tune-args, "
+                    "NAME: how to call it, default its --tune-args): compare.md and compare.png in --out; "
+                    "measure nothing new")  # fmt: skip
     ap.add_argument("--report", action="store_true",
                     help="write table.md and adapt.png from the finished runs only; measure nothing new")  # fmt: skip
     ap.add_argument("--tiny", action="store_true",
                     help="prove the pipeline end to end in minutes: 8 sentences, 2 steps, 4 test and 2 zero-shot "
                     "sentences, one zero-shot set, one ablation")  # fmt: skip
     a = ap.parse_args()
+    if a.compare:
+        named = [o.partition("=") for o in a.compare]
+        compare(
+            [(json.loads((Path(o) / "results.json").read_text()), name) for o, _, name in named], Path(a.out)
+        )
+        return
     extra = a.tune_args.split()
     if a.tiny:
         a.corpora, a.sizes, a.ablation_size = ["bc5cdr"], [8], 0
@@ -263,6 +273,54 @@ def markdown(res: dict) -> str:
     rows += ["", f"Test: first {s['test_limit']} sentences of each test file; zero-shot sample: first "
              f"{s['zs_limit']} sentences of {', '.join(s['zs_sets'])} (mean official F1); {s['threads']} thread(s)."]  # fmt: skip
     return "\n".join(rows) + "\n"
+
+
+def compare(results: list[tuple[dict, str]], out: Path) -> None:
+    """Settings side by side (each its own bench_adapt run): dev, test and forgetting, and the goal.
+
+    The dev column (strict F1 on the adapted student's own dev share) is what a setting is chosen on;
+    test and the zero-shot sample only report it."""
+    rows = ["| corpus | sentences | settings (`--tune-args`) | dev strict F1 | test strict F1 | vs zero-shot | "
+            "zero-shot sample | vs before | CPU min | wall min | threads |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    points = []
+    for res, name in results:
+        before = _sample_f1(res["zero_shot"]["sample"])
+        args = name or res["settings"].get("tune_args") or "the defaults of the code that ran it"
+        for r in res["runs"]:
+            corpus = r["corpus"]
+            zs = 100 * res["zero_shot"][corpus]["sets"][corpus]["strict_f1"]
+            f1, after = 100 * r["test"]["sets"][corpus]["strict_f1"], _sample_f1(r["sample"])
+            dev = 100 * r["adapt"]["dev"].get("strict_f1", float("nan"))
+            rows.append(
+                f"| {corpus} | {r['n']} | {args} | {dev:.1f} | {f1:.1f} | {f1 - zs:+.1f} | {after:.1f} | "
+                f"{after - before:+.1f} | {r['adapt']['cpu_s'] / 60:.1f} | {r['adapt']['wall_s'] / 60:.1f} | "
+                f"{res['settings']['threads']} |"
+            )
+            points.append((after - before, f1 - zs, f"{corpus} {r['n']}: {args} (dev {dev:.1f})"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    top = max([25.0] + [p[1] for p in points]) + 3
+    ax.axvspan(-2, max(2.0, max(p[0] for p in points) + 1), ymin=25 / top, ymax=1, color="C2", alpha=0.12,
+               label="the goal: >= +25 on test, sample loses <= 2")  # fmt: skip
+    for k, (x, y, lab) in enumerate(points):
+        ax.plot([x], [y], "os^Dv<>p"[k % 8], color=f"C{k}", label=lab)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("zero-shot sample, change in official F1 (points)")
+    ax.set_ylabel("test strict span F1, gain over zero-shot (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower left")
+    ax.set_title("tune --from: settings compared (chosen on dev, reported on test)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "compare.png")
+    print(f"written: {out / 'compare.md'}, {out / 'compare.png'}")
 
 
 def plot(res: dict, path: Path) -> None:

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr", type=float, default=None,
-        help=f"learning rate (default {DEFAULT_LR['full']} for full, {DEFAULT_LR['lora']} for lora/qlora)",
+        help=f"learning rate (default {DEFAULT_LR['full']} for full, {DEFAULT_LR['lora']} for lora/qlora, 5e-4 with --from)",
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="per device")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
@@ -181,7 +181,7 @@ def adapt_config_from_args(args: argparse.Namespace):
         continue_thresholds=_or(args.continue_thresholds, a.continue_thresholds),
         epochs=_or(args.epochs, a.epochs),
         max_steps=args.max_steps,
-        lr=args.lr,
+        lr=_or(args.lr, a.lr),
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         max_length=args.max_length,
