@@ -174,6 +174,11 @@ def main() -> None:
     a = ap.parse_args()
     if a.compare:
         named = [o.partition("=") for o in a.compare]
+        missing = [o for o, _, _ in named if not (Path(o) / "results.json").is_file()]
+        if missing:
+            sys.exit(
+                f"bench_adapt --compare: no results.json in {', '.join(missing)} (finish those runs first)"
+            )
         compare(
             [(json.loads((Path(o) / "results.json").read_text()), name) for o, _, name in named], Path(a.out)
         )
@@ -298,6 +303,8 @@ def compare(results: list[tuple[dict, str]], out: Path) -> None:
                 f"{res['settings']['threads']} |"
             )
             points.append((after - before, f1 - zs, f"{corpus} {r['n']}: {args} (dev {dev:.1f})"))
+    if not points:
+        sys.exit("bench_adapt --compare: the runs given hold no finished adaptation")
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
